@@ -1,0 +1,1 @@
+"""Architectures: one module per model family, detected from state-dict keys."""

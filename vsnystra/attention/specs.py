@@ -1,0 +1,48 @@
+"""Attention specs: frozen, hashable descriptions of which algorithm the seam runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Exact:
+    """Exact softmax attention through torch's scaled_dot_product_attention (bias and mask folded in)."""
+
+
+@dataclass(frozen=True)
+class Naive:
+    """Upstream's formulation written out: softmax(q·kᵀ·scale + bias + mask)·v. The stock baseline."""
+
+
+@dataclass(frozen=True)
+class PnPNystra:
+    """PnP-Nystra (Kidambi & Nair 2025): Nyström approximation of the unnormalised softmax kernel.
+
+    landmarks: number of landmarks m (2-D segment means of q and k over the window grid).
+    iters: iterations of the Razavi et al. pseudo-inverse.
+    threshold: t of the kernel exp(min(x, t)) + relu(x - t); None means plain exp.
+    pinv_init: "batch" scales Z0 over the whole call as the research code does; "matrix" per window and head.
+    policy: "always" runs Nyström wherever landmarks < tokens; "auto" falls back to Exact where it does not pay
+        on the current device.
+    """
+
+    landmarks: int = 16
+    iters: int = 6
+    threshold: float | None = None
+    pinv_init: Literal["batch", "matrix"] = "batch"
+    policy: Literal["always", "auto"] = "always"
+
+    def __post_init__(self) -> None:
+        if self.landmarks < 1:
+            raise ValueError(f"PnPNystra: landmarks must be >= 1, got {self.landmarks}")
+        if self.iters < 0:
+            raise ValueError(f"PnPNystra: iters must be >= 0, got {self.iters}")
+        if self.pinv_init not in ("batch", "matrix"):
+            raise ValueError(f"PnPNystra: pinv_init must be 'batch' or 'matrix', got {self.pinv_init!r}")
+        if self.policy not in ("always", "auto"):
+            raise ValueError(f"PnPNystra: policy must be 'always' or 'auto', got {self.policy!r}")
+
+
+AttentionSpec = Exact | Naive | PnPNystra

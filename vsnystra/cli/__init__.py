@@ -1,0 +1,1 @@
+"""The vsnystra command line."""

@@ -1,0 +1,1 @@
+"""Runtime shared by the VapourSynth filters and the CLI: devices, tiling, chunking, caches."""

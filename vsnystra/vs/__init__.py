@@ -1,0 +1,1 @@
+"""VapourSynth side: filters, frame <-> tensor conversion, the native shim's Python half."""
