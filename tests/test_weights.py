@@ -1,0 +1,172 @@
+"""Official-weights download against a loopback HTTP server: full, truncated + resume, checksum mismatch."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from vsnystra import weights
+
+PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(300_000))
+
+
+@dataclass
+class ServerState:
+    cut_after: int | None = None  # close the connection after sending this many body bytes (once)
+    ranges: list[str | None] = field(default_factory=list)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    state: ServerState
+
+    def log_message(self, format: str, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def do_GET(self) -> None:
+        if not self.path.endswith("/model.pth"):
+            self.send_error(404)
+            return
+        rng = self.headers.get("Range")
+        self.state.ranges.append(rng)
+        start = 0
+        if rng:
+            start = int(rng.split("=", 1)[1].split("-", 1)[0])
+            if start >= len(PAYLOAD):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(PAYLOAD)}")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
+        else:
+            self.send_response(200)
+        body = PAYLOAD[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.state.cut_after is not None:
+            body = body[: self.state.cut_after]
+            self.state.cut_after = None
+            self.close_connection = True
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, ServerState]]:
+    state = ServerState()
+    handler = type("H", (_Handler,), {"state": state})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}/rel", state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _entry(base: str, **kw: object) -> weights.OfficialWeights:
+    w = weights.OfficialWeights("test-model", "rvrt", "denoise", "model.pth", base, "MIT", 0.3)
+    return replace(w, **kw)  # type: ignore[arg-type]
+
+
+def test_full_download(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    seen: list[tuple[int, int | None]] = []
+    sha = hashlib.sha256(PAYLOAD).hexdigest()
+    out = weights.download(
+        _entry(base, sha256=sha, size=len(PAYLOAD)), dest_dir=tmp_path, progress=lambda d, t: seen.append((d, t))
+    )
+    assert out == tmp_path / "model.pth"
+    assert out.read_bytes() == PAYLOAD
+    assert not (tmp_path / "model.pth.part").exists()
+    assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
+    assert state.ranges == [None]
+    # already there: verified, not fetched again
+    weights.download(_entry(base, sha256=sha), dest_dir=tmp_path)
+    assert state.ranges == [None]
+
+
+def test_truncated_then_resume(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.cut_after = 100_000
+    with pytest.raises(weights.DownloadError, match="resume"):
+        weights.download(_entry(base), dest_dir=tmp_path, retries=0)
+    part = tmp_path / "model.pth.part"
+    assert part.stat().st_size == 100_000
+    assert not (tmp_path / "model.pth").exists()
+    out = weights.download(_entry(base, sha256=hashlib.sha256(PAYLOAD).hexdigest()), dest_dir=tmp_path)
+    assert out.read_bytes() == PAYLOAD
+    assert state.ranges == [None, "bytes=100000-"]
+
+
+def test_retry_resumes_within_one_call(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    state.cut_after = 50_000
+    out = weights.download(_entry(base), dest_dir=tmp_path, retries=2)
+    assert out.read_bytes() == PAYLOAD
+    assert state.ranges == [None, "bytes=50000-"]
+
+
+def test_checksum_mismatch_not_kept(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, _ = server
+    with pytest.raises(weights.ChecksumError, match="sha256"):
+        weights.download(_entry(base, sha256="0" * 64), dest_dir=tmp_path)
+    assert not (tmp_path / "model.pth").exists()
+    assert not (tmp_path / "model.pth.part").exists()
+    with pytest.raises(weights.ChecksumError, match="size"):
+        weights.download(_entry(base, size=len(PAYLOAD) + 1), dest_dir=tmp_path)
+    assert not (tmp_path / "model.pth").exists()
+
+
+def test_http_404_is_reported(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, _ = server
+    with pytest.raises(weights.DownloadError, match="404"):
+        weights.download(_entry(base, file="missing.pth"), dest_dir=tmp_path)
+
+
+def test_catalogue_urls_and_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    w = weights.OFFICIAL["rvrt-denoise-davis"]
+    assert (
+        w.url
+        == "https://github.com/JingyunLiang/RVRT/releases/download/v0.0/006_RVRT_videodenoising_DAVIS_16frames.pth"
+    )
+    s = weights.OFFICIAL["swinir-classical-x2"]
+    assert (
+        s.url
+        == "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth"
+    )
+    assert weights.OFFICIAL["uformer-b-sidd"].url is None
+    monkeypatch.setenv(weights.BASE_URL_ENV, "http://127.0.0.1:9/x/")
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
+    assert w.url == "http://127.0.0.1:9/x/006_RVRT_videodenoising_DAVIS_16frames.pth"
+    assert weights.cached_path("rvrt-denoise-davis") == tmp_path / w.file
+    with pytest.raises(weights.DownloadError, match="weights import"):
+        weights.download("uformer-b-sidd")
+
+
+def test_download_by_name_via_env(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base, _ = server
+    monkeypatch.setenv(weights.BASE_URL_ENV, base)
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setitem(weights.OFFICIAL, "test-model", _entry("https://unused.invalid"))
+    assert weights.download("test-model").read_bytes() == PAYLOAD
+
+
+def test_import_file(tmp_path: Path) -> None:
+    src = tmp_path / "Uformer_B.pth"
+    src.write_bytes(b"abc")
+    dest = tmp_path / "cache"
+    out = weights.import_file("uformer-b-sidd", src, dest_dir=dest)
+    assert out == dest / "Uformer_B_SIDD.pth" and out.read_bytes() == b"abc"
+    w = replace(weights.OFFICIAL["uformer-b-gopro"], sha256="1" * 64)
+    with pytest.raises(weights.ChecksumError):
+        weights.import_file(w, src, dest_dir=dest)
+    assert not (dest / "Uformer_B_GoPro.pth").exists()
