@@ -1,0 +1,170 @@
+"""Window helpers shared by the Swin-style architectures (SwinIR, Uformer, RVRT may import them).
+
+Signatures here are stable: other architecture modules rely on them.
+Conventions follow upstream Swin: windows are batch-major, tokens row-major inside a window, the shifted-window
+mask uses 0 / -100 (not -inf), and the relative-position index is (Δr + wh-1)(2ww-1) + (Δc + ww-1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+MASK_VALUE = -100.0
+
+
+def as_window(window: int | Sequence[int]) -> tuple[int, int]:
+    """Normalise an int or (h, w) window to a 2-tuple."""
+    if isinstance(window, int):
+        return (window, window)
+    wh, ww = (int(s) for s in window)
+    return (wh, ww)
+
+
+def window_partition(x: torch.Tensor, window: int | Sequence[int]) -> torch.Tensor:
+    """(B, H, W, C) -> (B·nW, wh·ww, C), windows batch-major then row-major (upstream order)."""
+    wh, ww = as_window(window)
+    b, h, w, c = x.shape
+    x = x.view(b, h // wh, wh, w // ww, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int | Sequence[int], h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: (B·nW, wh·ww, C) -> (B, H, W, C)."""
+    wh, ww = as_window(window)
+    c = windows.shape[-1]
+    b = windows.shape[0] // ((h // wh) * (w // ww))
+    x = windows.view(b, h // wh, w // ww, wh, ww, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def relative_position_index(window: Sequence[int]) -> torch.Tensor:
+    """Swin relative-position index (N, N) int64 for a 2-D (h, w) or 3-D (t, h, w) window."""
+    sizes = [int(s) for s in window]
+    coords = torch.stack(torch.meshgrid(*[torch.arange(s) for s in sizes], indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)  # N, N, D
+    index = torch.zeros(rel.shape[:2], dtype=torch.long)
+    for axis, s in enumerate(sizes):
+        stride = math.prod(2 * t - 1 for t in sizes[axis + 1 :])
+        index += (rel[:, :, axis] + s - 1) * stride
+    return index
+
+
+def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Relative-position bias (nH, N, N) from its table ((2w-1)^2, nH) and index (N, N)."""
+    n = index.shape[0]
+    return table[index.reshape(-1)].view(n, n, -1).permute(2, 0, 1).contiguous()
+
+
+def resize_bias_table(table: torch.Tensor, old: Sequence[int], new: Sequence[int]) -> torch.Tensor:
+    """Bicubic resize of a 2-D bias table from window ``old`` to ``new``, as Swin does for larger windows.
+
+    The table is seen as a (2h-1, 2w-1) image per head (align_corners=False), the rule Swin Transformer uses when
+    fine-tuning at a larger window; no retraining is involved, so it is an approximation.
+    """
+    oh, ow = as_window(old)
+    nh, nw = as_window(new)
+    if (oh, ow) == (nh, nw):
+        return table
+    heads = table.shape[1]
+    grid = table.detach().float().T.reshape(1, heads, 2 * oh - 1, 2 * ow - 1)
+    out = F.interpolate(grid, size=(2 * nh - 1, 2 * nw - 1), mode="bicubic", align_corners=False)
+    return out.reshape(heads, -1).T.to(table.dtype).contiguous()
+
+
+def shift_mask(
+    h: int,
+    w: int,
+    window: int | Sequence[int],
+    shift: int | Sequence[int],
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Shifted-window attention mask (nW, N, N): 0 within a region, -100 across regions (upstream rule)."""
+    wh, ww = as_window(window)
+    sh, sw = as_window(shift)
+    labels = torch.zeros(1, h, w, 1)
+    count = 0
+    for hs in (slice(0, -wh), slice(-wh, -sh), slice(-sh, None)):
+        for ws in (slice(0, -ww), slice(-ww, -sw), slice(-sw, None)):
+            labels[:, hs, ws, :] = count
+            count += 1
+    win = window_partition(labels, (wh, ww)).squeeze(-1)  # nW, N
+    diff = win.unsqueeze(1) - win.unsqueeze(2)
+    mask = torch.zeros_like(diff).masked_fill(diff != 0, MASK_VALUE)
+    return mask.to(device=device, dtype=dtype)
+
+
+class MaskCache:
+    """Small LRU of shift masks shared by the blocks of one model (masks are pure functions of their key).
+
+    Upstream SwinIR rebuilds the mask in every block on every forward at non-training sizes; sharing one cache
+    per model builds each (size, window, shift) once.
+    """
+
+    def __init__(self, maxsize: int = 8) -> None:
+        self.maxsize = maxsize
+        self._store: OrderedDict[tuple[object, ...], torch.Tensor] = OrderedDict()
+
+    def get(
+        self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
+        key = (h, w, window, shift, str(device), dtype)
+        hit = self._store.get(key)
+        if hit is not None:
+            self._store.move_to_end(key)
+            return hit
+        mask = shift_mask(h, w, window, shift, device=device, dtype=dtype)
+        self._store[key] = mask
+        while len(self._store) > self.maxsize:
+            self._store.popitem(last=False)
+        return mask
+
+    def clear(self) -> None:
+        self._store.clear()
+
+
+def clamp_window(resolution: int, window: int, shift_wanted: bool) -> tuple[int, int]:
+    """Upstream rule: a stage whose (constructor) resolution is <= window uses window = resolution, no shift."""
+    if resolution <= window:
+        return resolution, 0
+    return window, (window // 2 if shift_wanted else 0)
+
+
+class RelativeBiasCache:
+    """Gathered relative-position bias per window, rebuilt only when the table changes.
+
+    The key holds the table's storage pointer and in-place version counter, so load_state_dict or an optimizer
+    step invalidates it; while autograd records (training) the bias is gathered fresh so gradients reach the table.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._value: torch.Tensor | None = None
+
+    def get(
+        self,
+        table: torch.Tensor,
+        index: torch.Tensor,
+        trained: tuple[int, int],
+        window: tuple[int, int],
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        recording = torch.is_grad_enabled() and table.requires_grad
+        key = (window, table.device, dtype, table.data_ptr(), table._version)
+        if not recording and key == self._key and self._value is not None:
+            return self._value
+        if window == trained:
+            bias = gather_bias(table, index)
+        else:
+            resized = resize_bias_table(table, trained, window)
+            bias = gather_bias(resized, relative_position_index(window).to(table.device))
+        bias = bias.to(dtype)
+        if not recording:
+            self._key, self._value = key, bias
+        return bias

@@ -1,0 +1,452 @@
+"""SwinIR (Liang et al. 2021), written for vsnystra: loads every official checkpoint unchanged.
+
+State-dict names, shapes and the forward match JingyunLiang/SwinIR ``network_swinir.py``; the window attention of
+every block goes through the seam :func:`vsnystra.attention.attention` and can be reconfigured by
+:func:`vsnystra.patch_attention` (other spec, enlarged window, bias/mask dropped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsnystra.archs.base import AttentionConfig, ModelInfo
+from vsnystra.archs.common import (
+    MaskCache,
+    RelativeBiasCache,
+    clamp_window,
+    relative_position_index,
+    shift_mask,
+    window_partition,
+    window_reverse,
+)
+from vsnystra.attention import attention
+from vsnystra.attention.specs import AttentionSpec, Exact
+
+NAME = "swinir"
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+
+class WindowAttention(nn.Module):
+    """q/k/v projection, relative-position bias and output projection of one Swin block (upstream key names)."""
+
+    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.dim = dim
+        self.num_heads = num_heads
+        self.trained_window = (window, window)
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index((window, window)))
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self._bias = RelativeBiasCache()
+
+    def bias(self, window: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        index: torch.Tensor = self.relative_position_index  # type: ignore[assignment]
+        return self._bias.get(self.relative_position_bias_table, index, self.trained_window, window, dtype)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        window: tuple[int, int],
+        mask: torch.Tensor | None,
+        use_bias: bool,
+        spec: AttentionSpec,
+    ) -> torch.Tensor:
+        bn, n, c = x.shape
+        qkv = self.qkv(x).reshape(bn, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        bias = self.bias(window, x.dtype) if use_bias else None
+        out = attention(qkv[0], qkv[1], qkv[2], scale=self.scale, bias=bias, mask=mask, spec=spec, window=window)
+        return self.proj(out.transpose(1, 2).reshape(bn, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """(Shifted-)window attention block; implements ``configure_attention`` for patch_attention."""
+
+    def __init__(
+        self,
+        dim: int,
+        resolution: int,
+        num_heads: int,
+        window: int,
+        shifted: bool,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        masks: MaskCache,
+        store_mask: bool,
+    ) -> None:
+        super().__init__()
+        self.resolution = resolution
+        self.shifted = shifted
+        self.trained_window = window
+        win, shift = clamp_window(resolution, window, shifted)
+        self.window, self.shift = win, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, win, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if shift > 0 and store_mask:
+            # Only to load/save official checkpoints strictly; forward uses the shared per-size cache.
+            self.register_buffer("attn_mask", shift_mask(resolution, resolution, win, shift))
+        self._masks = masks
+        self.spec: AttentionSpec = Exact()
+        self.use_bias = True
+        self.use_mask = True
+
+    def configure_attention(self, cfg: AttentionConfig) -> None:
+        want = self.trained_window if cfg.window is None else cfg.window
+        if not isinstance(want, int):
+            sizes = set(want)
+            if len(sizes) != 1:
+                raise ValueError(f"patch_attention: SwinIR needs a square window (int), got {cfg.window!r}")
+            want = sizes.pop()
+        self.window, self.shift = clamp_window(self.resolution, int(want), self.shifted)
+        self.spec = cfg.spec
+        self.use_bias = cfg.bias == "keep"
+        self.use_mask = cfg.mask == "keep"
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        h, w = size
+        b, _, c = x.shape
+        ws, s = self.window, self.shift
+        shortcut = x
+        y = self.norm1(x).view(b, h, w, c)
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        mask = None
+        if s and self.use_mask:
+            mask = self._masks.get(h, w, (ws, ws), (s, s), y.device, y.dtype)
+        y = self.attn(window_partition(y, ws), window=(ws, ws), mask=mask, use_bias=self.use_bias, spec=self.spec)
+        y = window_reverse(y, ws, h, w)
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
+        x = shortcut + y.reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+def _resi_conv(dim: int, kind: str) -> nn.Module:
+    if kind == "1conv":
+        return nn.Conv2d(dim, dim, 3, 1, 1)
+    if kind == "3conv":
+        q = dim // 4
+        return nn.Sequential(
+            nn.Conv2d(dim, q, 3, 1, 1),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(q, q, 1, 1, 0),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(q, dim, 3, 1, 1),
+        )
+    raise ValueError(f"SwinIR: resi_connection must be '1conv' or '3conv', got {kind!r}")
+
+
+class ResidualGroup(nn.Module):
+    def __init__(self, blocks: list[SwinTransformerBlock]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x, size)
+        return x
+
+
+class RSTB(nn.Module):
+    """Residual Swin Transformer block: blocks, then a conv on the image grid, plus the skip."""
+
+    def __init__(self, blocks: list[SwinTransformerBlock], dim: int, resi_connection: str) -> None:
+        super().__init__()
+        self.residual_group = ResidualGroup(blocks)
+        self.conv = _resi_conv(dim, resi_connection)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        b, _, c = x.shape
+        y = self.residual_group(x, size).transpose(1, 2).reshape(b, c, *size)
+        return self.conv(y).flatten(2).transpose(1, 2) + x
+
+
+class PatchEmbed(nn.Module):
+    """Holds the optional LayerNorm applied to the flattened tokens (upstream's ``patch_embed.norm``)."""
+
+    def __init__(self, dim: int, norm: bool) -> None:
+        super().__init__()
+        self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.flatten(2).transpose(1, 2))
+
+
+class SwinIR(nn.Module):
+    """SwinIR with upstream constructor arguments (patch_size 1, no absolute position embedding)."""
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 64,
+        in_chans: int = 3,
+        embed_dim: int = 96,
+        depths: Sequence[int] = (6, 6, 6, 6),
+        num_heads: Sequence[int] = (6, 6, 6, 6),
+        window_size: int = 7,
+        mlp_ratio: float = 2.0,
+        qkv_bias: bool = True,
+        patch_norm: bool = True,
+        upscale: int = 2,
+        img_range: float = 1.0,
+        upsampler: str = "",
+        resi_connection: str = "1conv",
+        store_masks: bool = True,
+    ) -> None:
+        super().__init__()
+        self.img_size = img_size
+        self.upscale = upscale
+        self.upsampler = upsampler
+        self.img_range = img_range
+        self.window_size = window_size
+        self.trained_window = window_size
+        mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1) if in_chans == 3 else torch.zeros(1, 1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.masks = MaskCache()
+        num_feat = 64
+        self.conv_first = nn.Conv2d(in_chans, embed_dim, 3, 1, 1)
+        self.patch_embed = PatchEmbed(embed_dim, patch_norm)
+        self.layers = nn.ModuleList()
+        for depth, heads in zip(depths, num_heads, strict=True):
+            blocks = [
+                SwinTransformerBlock(
+                    embed_dim, img_size, heads, window_size, j % 2 == 1, mlp_ratio, qkv_bias, self.masks, store_masks
+                )
+                for j in range(depth)
+            ]
+            self.layers.append(RSTB(blocks, embed_dim, resi_connection))
+        self.norm = nn.LayerNorm(embed_dim)
+        self.conv_after_body = _resi_conv(embed_dim, resi_connection)
+        self.pad_multiple = clamp_window(img_size, window_size, False)[0]
+        if upsampler == "pixelshuffle":
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True)
+            )
+            self.upsample = _pixelshuffle(upscale, num_feat)
+            self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+        elif upsampler == "pixelshuffledirect":
+            self.upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, upscale**2 * in_chans, 3, 1, 1), nn.PixelShuffle(upscale)
+            )
+        elif upsampler == "nearest+conv":
+            if upscale not in (2, 4):
+                raise ValueError(f"SwinIR: 'nearest+conv' supports x2 and x4, got x{upscale}")
+            self.conv_before_upsample = nn.Sequential(
+                nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True)
+            )
+            self.conv_up1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            if upscale == 4:
+                self.conv_up2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_hr = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+            self.conv_last = nn.Conv2d(num_feat, in_chans, 3, 1, 1)
+            self.lrelu = nn.LeakyReLU(0.2, inplace=True)
+        elif upsampler == "":
+            self.conv_last = nn.Conv2d(embed_dim, in_chans, 3, 1, 1)
+        else:
+            raise ValueError(f"SwinIR: unknown upsampler {upsampler!r}")
+
+    def configure_attention(self, cfg: AttentionConfig) -> None:
+        """Keep the model's own pad-to-window multiple in step with the blocks' (possibly enlarged) window."""
+        want = self.trained_window if cfg.window is None else cfg.window
+        size = want if isinstance(want, int) else max(want)
+        self.window_size = int(size)
+        self.pad_multiple = clamp_window(self.img_size, int(size), False)[0]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        y = self.patch_embed(x)
+        for layer in self.layers:
+            y = layer(y, (h, w))
+        return self.norm(y).transpose(1, 2).reshape(b, c, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        m = self.pad_multiple
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            mode = "reflect" if ph < h and pw < w else "replicate"
+            x = F.pad(x, (0, pw, 0, ph), mode=mode)
+        mean: torch.Tensor = self.mean.to(x.dtype)  # type: ignore[operator,assignment]
+        x = (x - mean) * self.img_range
+        if self.upsampler == "":
+            first = self.conv_first(x)
+            res = self.conv_after_body(self.forward_features(first)) + first
+            x = x + self.conv_last(res)
+        else:
+            x = self.conv_first(x)
+            x = self.conv_after_body(self.forward_features(x)) + x
+            if self.upsampler == "pixelshuffle":
+                x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
+            elif self.upsampler == "pixelshuffledirect":
+                x = self.upsample(x)
+            else:
+                x = self.conv_before_upsample(x)
+                x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
+                if self.upscale == 4:
+                    x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
+                x = self.conv_last(self.lrelu(self.conv_hr(x)))
+        x = x / self.img_range + mean
+        return x[..., : h * self.upscale, : w * self.upscale]
+
+
+def _pixelshuffle(scale: int, num_feat: int) -> nn.Sequential:
+    mods: list[nn.Module] = []
+    if scale & (scale - 1) == 0:
+        for _ in range(int(math.log2(scale))):
+            mods += [nn.Conv2d(num_feat, 4 * num_feat, 3, 1, 1), nn.PixelShuffle(2)]
+    elif scale == 3:
+        mods += [nn.Conv2d(num_feat, 9 * num_feat, 3, 1, 1), nn.PixelShuffle(3)]
+    else:
+        raise ValueError(f"SwinIR: pixelshuffle supports scales 2^n and 3, got {scale}")
+    return nn.Sequential(*mods)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# detection and hyper-parameters from a state dict
+
+_TABLE = "layers.{i}.residual_group.blocks.{j}.attn.relative_position_bias_table"
+
+
+def detect(sd: Mapping[str, Any]) -> bool:
+    """SwinIR: conv_first + RSTB layers; Swin2SR/HAT-like keys (logit_scale, cpb_mlp, conv_block) excluded."""
+    if "conv_first.weight" not in sd or _TABLE.format(i=0, j=0) not in sd:
+        return False
+    return not any(("logit_scale" in k or "cpb_mlp" in k or "conv_block" in k) for k in sd)
+
+
+def hyperparameters(sd: Mapping[str, Any]) -> dict[str, Any]:
+    """Read the constructor arguments from key names and tensor shapes (spandrel's approach)."""
+    embed_dim, in_chans = (int(s) for s in sd["conv_first.weight"].shape[:2])
+    depths: list[int] = []
+    heads: list[int] = []
+    i = 0
+    while _TABLE.format(i=i, j=0) in sd:
+        j = 0
+        while _TABLE.format(i=i, j=j) in sd:
+            j += 1
+        depths.append(j)
+        heads.append(int(sd[_TABLE.format(i=i, j=0)].shape[1]))
+        i += 1
+    rows = int(sd[_TABLE.format(i=0, j=0)].shape[0])
+    window = (math.isqrt(rows) + 1) // 2
+    mask_key = next((k for k in sd if k.endswith(".attn_mask")), None)
+    img_size = 64
+    if mask_key is not None:
+        img_size = math.isqrt(int(sd[mask_key].shape[0])) * window
+    fc1 = sd.get("layers.0.residual_group.blocks.0.mlp.fc1.weight")
+    mlp_ratio = float(fc1.shape[0]) / embed_dim if fc1 is not None else 2.0
+    if "conv_up1.weight" in sd:
+        upsampler = "nearest+conv"
+        upscale = 4 if "conv_up2.weight" in sd else 2
+    elif "conv_before_upsample.0.weight" in sd:
+        upsampler = "pixelshuffle"
+        convs = [k for k in sd if k.startswith("upsample.") and k.endswith(".weight")]
+        first = sd.get("upsample.0.weight")
+        if len(convs) == 1 and first is not None and first.shape[0] == 9 * first.shape[1]:
+            upscale = 3
+        else:
+            upscale = 2 ** len(convs)
+    elif "upsample.0.weight" in sd:
+        upsampler = "pixelshuffledirect"
+        upscale = math.isqrt(int(sd["upsample.0.weight"].shape[0]) // in_chans)
+    else:
+        upsampler, upscale = "", 1
+    return {
+        "img_size": img_size,
+        "in_chans": in_chans,
+        "embed_dim": embed_dim,
+        "depths": depths,
+        "num_heads": heads,
+        "window_size": window,
+        "mlp_ratio": mlp_ratio,
+        "qkv_bias": "layers.0.residual_group.blocks.0.attn.qkv.bias" in sd,
+        "patch_norm": "patch_embed.norm.weight" in sd,
+        "upscale": upscale,
+        "img_range": 255.0 if window == 7 else 1.0,
+        "upsampler": upsampler,
+        "resi_connection": "3conv" if "conv_after_body.0.weight" in sd else "1conv",
+        "store_masks": mask_key is not None,
+    }
+
+
+# Released configurations (main_test_swinir.py define_model), used to name the closest one in load errors.
+KNOWN: dict[str, dict[str, Any]] = {
+    "001 classicalSR SwinIR-M": {"embed_dim": 180, "depths": [6] * 6, "window_size": 8, "upsampler": "pixelshuffle"},
+    "002 lightweightSR SwinIR-S": {
+        "embed_dim": 60,
+        "depths": [6] * 4,
+        "window_size": 8,
+        "upsampler": "pixelshuffledirect",
+    },
+    "003 realSR SwinIR-M": {"embed_dim": 180, "depths": [6] * 6, "window_size": 8, "upsampler": "nearest+conv"},
+    "003 realSR SwinIR-L": {
+        "embed_dim": 240,
+        "depths": [6] * 9,
+        "window_size": 8,
+        "upsampler": "nearest+conv",
+        "resi_connection": "3conv",
+    },
+    "004/005 denoising SwinIR-M": {"embed_dim": 180, "depths": [6] * 6, "window_size": 8, "upsampler": ""},
+    "006 JPEG CAR SwinIR-M": {"embed_dim": 180, "depths": [6] * 6, "window_size": 7, "upsampler": ""},
+}
+
+
+def _variant(hp: Mapping[str, Any]) -> tuple[str, str]:
+    up = hp["upsampler"]
+    if up == "pixelshuffle":
+        return "classical_sr", "sr"
+    if up == "pixelshuffledirect":
+        return "lightweight_sr", "sr"
+    if up == "nearest+conv":
+        return "real_sr", "sr"
+    if hp["window_size"] == 7 or hp["img_range"] == 255.0:
+        return ("gray_car" if hp["in_chans"] == 1 else "color_car"), "car"
+    return ("gray_dn" if hp["in_chans"] == 1 else "color_dn"), "denoise"
+
+
+def build(sd: Mapping[str, Any], **overrides: Any) -> nn.Module:
+    """Build SwinIR from a canonical state dict and load it strictly (see registry.load_into)."""
+    from vsnystra.archs.registry import load_into
+
+    hp = hyperparameters(sd)
+    unknown = set(overrides) - set(hp)
+    if unknown:
+        raise TypeError(f"load_model: unknown SwinIR override(s) {sorted(unknown)}; allowed: {sorted(hp)}")
+    hp.update(overrides)
+    model = SwinIR(**hp)
+    load_into(model, sd, NAME, hp, KNOWN)
+    variant, task = _variant(hp)
+    ws = int(hp["window_size"])
+    model.info = ModelInfo(  # type: ignore[assignment]
+        arch="swinir",
+        variant=variant,
+        task=task,  # type: ignore[arg-type]
+        scale=int(hp["upscale"]),
+        in_channels=int(hp["in_chans"]),
+        out_channels=int(hp["in_chans"]),
+        window=(ws, ws),
+        multiple_of=ws,
+        hyperparameters=dict(hp),
+    )
+    return model
