@@ -1,0 +1,178 @@
+"""Process-wide cache of loaded models: one instance per (checkpoint, device, dtype, attention configuration).
+
+Why: a .vpy may call a filter several times (preview tools re-evaluate scripts, several clips share a model), and
+loading + patching + moving a model costs seconds and memory. Loading is thread-safe and happens once per key even
+when several threads ask at the same moment (the others wait for the first).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vsnystra.attention.specs import AttentionSpec, Exact
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AttentionSetting:
+    """How to patch a model's window attention after loading (what patch_attention takes)."""
+
+    spec: AttentionSpec = field(default_factory=Exact)
+    window: int | tuple[int, ...] | None = None
+    bias: str = "keep"
+    mask: str = "keep"
+    modulator: str = "keep"
+
+    def is_stock(self) -> bool:
+        """True when the model can stay exactly as loaded (exact attention, trained window, nothing dropped)."""
+        return (
+            isinstance(self.spec, Exact)
+            and self.window is None
+            and (self.bias, self.mask, self.modulator) == ("keep", "keep", "keep")
+        )
+
+
+@dataclass(frozen=True)
+class ModelKey:
+    """Identity of a cached model. The file's size and mtime are part of it so that a rewritten file reloads."""
+
+    path: str
+    stamp: tuple[int, int]
+    device: str
+    dtype: str
+    attention: AttentionSetting
+    overrides: tuple[tuple[str, Hashable], ...] = ()
+
+
+Loader = Callable[[Path, Mapping[str, object]], nn.Module]
+
+
+def _default_loader(path: Path, overrides: Mapping[str, object]) -> nn.Module:
+    from vsnystra.archs.registry import load_model
+
+    return load_model(str(path), **dict(overrides))
+
+
+def _patch(model: nn.Module, setting: AttentionSetting) -> nn.Module:
+    if setting.is_stock():
+        return model
+    from vsnystra.archs.patch import patch_attention
+
+    return patch_attention(
+        model,
+        setting.spec,
+        window=setting.window,
+        bias=setting.bias,
+        mask=setting.mask,
+        modulator=setting.modulator,
+    )
+
+
+class ModelCache:
+    """Thread-safe LRU of ready-to-run models (loaded, patched, moved, ``eval()``, no grad)."""
+
+    def __init__(self, capacity: int = 4, loader: Loader | None = None) -> None:
+        if capacity < 1:
+            raise ValueError(f"ModelCache: capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._loader: Loader = loader or _default_loader
+        self._lock = threading.Lock()
+        self._models: OrderedDict[ModelKey, nn.Module] = OrderedDict()
+        self._loading: dict[ModelKey, threading.Lock] = {}
+        self.loads = 0  # number of actual loads (tests check that a second request does not reload)
+
+    @staticmethod
+    def key(
+        path: str | Path,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        attention: AttentionSetting | None = None,
+        overrides: Mapping[str, Hashable] | None = None,
+    ) -> ModelKey:
+        """Build the cache key; raises FileNotFoundError when the checkpoint does not exist."""
+        p = Path(path).expanduser().resolve()
+        st = p.stat()
+        return ModelKey(
+            path=str(p),
+            stamp=(st.st_size, st.st_mtime_ns),
+            device=str(device),
+            dtype=str(dtype).removeprefix("torch."),
+            attention=attention or AttentionSetting(),
+            overrides=tuple(sorted((overrides or {}).items())),
+        )
+
+    def get(
+        self,
+        path: str | Path,
+        *,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        attention: AttentionSetting | None = None,
+        overrides: Mapping[str, Hashable] | None = None,
+    ) -> nn.Module:
+        """The model for this key, loading it on first use. Concurrent first uses load it once."""
+        key = self.key(path, device=device, dtype=dtype, attention=attention, overrides=overrides)
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
+            key_lock = self._loading.setdefault(key, threading.Lock())
+        with key_lock:
+            with self._lock:
+                model = self._models.get(key)
+                if model is not None:
+                    self._models.move_to_end(key)
+                    return model
+            model = self._build(key)
+            with self._lock:
+                self._models[key] = model
+                self._models.move_to_end(key)
+                while len(self._models) > self.capacity:
+                    old, _ = self._models.popitem(last=False)
+                    log.debug("model cache: evicted %s", old.path)
+                self._loading.pop(key, None)
+            return model
+
+    def _build(self, key: ModelKey) -> nn.Module:
+        log.info("loading %s on %s (%s, attention %s)", key.path, key.device, key.dtype, key.attention.spec)
+        model = self._loader(Path(key.path), dict(key.overrides))
+        model = _patch(model, key.attention)
+        model = model.to(device=torch.device(key.device), dtype=getattr(torch, key.dtype))
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.loads += 1
+        return model
+
+    def clear(self) -> None:
+        """Drop every cached model (frees GPU memory once no clip holds a reference)."""
+        with self._lock:
+            self._models.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+
+_DEFAULT: ModelCache | None = None
+_DEFAULT_LOCK = threading.Lock()
+
+
+def default_cache() -> ModelCache:
+    """The process-wide cache used by the filters and the CLI (created on first use, not at import)."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = ModelCache()
+        return _DEFAULT

@@ -1,0 +1,152 @@
+"""Device and precision policy shared by the VapourSynth filters and the command line.
+
+Why one place: "auto" must mean the same thing everywhere (CUDA when present, else CPU), a missing device must fail
+before a model is loaded, and half-precision input must map to the same compute dtype in both front ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import torch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEVICE_CHOICES = ('"auto"', '"cpu"', '"cuda"', '"cuda:N"')
+
+
+def cuda_available() -> bool:
+    """True when torch sees at least one CUDA device (isolated so tests can monkeypatch it)."""
+    return bool(torch.cuda.is_available())
+
+
+def cuda_device_count() -> int:
+    """Number of CUDA devices torch sees (0 without CUDA)."""
+    return int(torch.cuda.device_count()) if cuda_available() else 0
+
+
+def resolve_device(spec: str | torch.device | None = "auto", *, caller: str = "vsnystra") -> torch.device:
+    """Turn "auto" | "cpu" | "cuda" | "cuda:N" into a torch.device that exists, or raise a ValueError naming the fix.
+
+    "auto" takes CUDA device 0 when present, else the CPU.
+    """
+    if isinstance(spec, torch.device):
+        text = str(spec)
+    elif spec is None:
+        text = "auto"
+    elif isinstance(spec, (bytes, bytearray)):
+        text = bytes(spec).decode("utf-8", "replace")
+    else:
+        text = str(spec)
+    text = text.strip().lower()
+    if text == "auto":
+        return torch.device("cuda", 0) if cuda_available() else torch.device("cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        index = 0
+        if text != "cuda":
+            suffix = text[5:]
+            if not suffix.isdigit():
+                raise ValueError(f"{caller}: device {spec!r} is not understood; use one of {', '.join(DEVICE_CHOICES)}")
+            index = int(suffix)
+        count = cuda_device_count()
+        if count == 0:
+            raise ValueError(
+                f"{caller}: device {spec!r} was requested but torch sees no CUDA device "
+                f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}); "
+                'use device="cpu" or "auto", or install a CUDA build of torch'
+            )
+        if index >= count:
+            raise ValueError(
+                f"{caller}: device {spec!r} does not exist, torch sees {count} CUDA device(s); "
+                f'use device="cuda:0" … "cuda:{count - 1}"'
+            )
+        return torch.device("cuda", index)
+    raise ValueError(f"{caller}: device {spec!r} is not understood; use one of {', '.join(DEVICE_CHOICES)}")
+
+
+def compute_dtype(device: torch.device, half: bool) -> torch.dtype:
+    """The dtype a model runs in for input of the given precision on ``device``.
+
+    Single-precision input (RGBS) always runs in fp32. Half-precision input (RGBH) runs in fp16 on CUDA (tensor
+    cores, half the memory). On the CPU it runs in fp32: fp16 matmuls are emulated and slow there, and bf16 has
+    only 8 bits of mantissa, which costs visible accuracy on restoration residuals for no speed gain on CPUs
+    without AMX (measured in benchmarks/results/pipeline.md); the result is rounded to fp16 on output.
+    """
+    if not half:
+        return torch.float32
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for CUDA out-of-memory errors (torch.OutOfMemoryError or the older RuntimeError message)."""
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def smaller_tile(tile: Sequence[int] | None, size: tuple[int, int], multiple: int = 8) -> tuple[int, int] | None:
+    """Next tile to try after an out-of-memory error: half the current one (``size`` = (w, h) when untiled).
+
+    Returns None when the tile cannot shrink further (sides below 2 * multiple).
+    """
+    w, h = (int(tile[0]), int(tile[1])) if tile else (int(size[0]), int(size[1]))
+    nw = max(multiple, (w // 2) // multiple * multiple)
+    nh = max(multiple, (h // 2) // multiple * multiple)
+    if (nw, nh) == (w, h) or (nw >= w and nh >= h):
+        return None
+    return nw, nh
+
+
+def run_with_oom_retry[T](
+    fn: Callable[[tuple[int, int] | None], T],
+    *,
+    tile: Sequence[int] | None,
+    size: tuple[int, int],
+    device: torch.device,
+    caller: str = "vsnystra",
+    multiple: int = 8,
+) -> T:
+    """Call ``fn(tile)``; on CUDA out of memory, free the cache and retry with smaller tiles instead of failing."""
+    current: tuple[int, int] | None = (int(tile[0]), int(tile[1])) if tile else None
+    while True:
+        try:
+            return fn(current)
+        except Exception as exc:
+            if device.type != "cuda" or not is_out_of_memory(exc):
+                raise
+            nxt = smaller_tile(current, size, multiple)
+            if nxt is None:
+                raise RuntimeError(
+                    f"{caller}: CUDA out of memory even with tile={list(current) if current else None}; "
+                    'use a smaller clip, device="cpu", or free GPU memory'
+                ) from exc
+            log.warning("%s: CUDA out of memory with tile=%s, retrying with tile=%s", caller, current, list(nxt))
+            torch.cuda.empty_cache()
+            current = nxt
+
+
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """One lock per device: model calls from several VapourSynth threads run one at a time per device.
+
+    Why: torch already spreads one call over all CPU cores (two concurrent calls only oversubscribe them), and on a
+    GPU two concurrent calls double the activation memory for no throughput gain on one stream. Frame fetching,
+    conversion and encoding still overlap with inference.
+    """
+    key = str(device)
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.Lock()
+        return lock

@@ -1,0 +1,214 @@
+"""RVRT's temporal buffering inside VapourSynth: scene-bounded segments, deterministic chunks, a bounded LRU.
+
+Why it is built this way:
+* Output frame n needs a chunk of input frames. Chunk boundaries depend only on n, the clip length and the scene
+  cuts (a segment is a run of frames between cuts; chunks are laid out from the segment start with the official
+  rule), so random access, any request order and any number of threads give the same frames.
+* Each chunk is computed once: a per-chunk lock makes concurrent requests for the same chunk wait for the first
+  one; results sit in an LRU of ``capacity`` chunks, so memory stays bounded (an evicted chunk is recomputed,
+  bit-identically, if it is needed again).
+* Scene cuts (``_SceneChangePrev`` on the first frame of a shot, ``_SceneChangeNext`` on the last one) end a
+  segment, so the recurrence never mixes two shots. Props are read lazily, only as far as a request needs: back to
+  the segment start and at most ``chunk`` frames ahead; what was read is remembered.
+* Source frames are fetched with ``get_frame`` from inside the frame callback, one chunk at a time, while holding
+  only that chunk's lock (never two locks at once), which VapourSynth supports with any number of threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+import vapoursynth as vs
+
+log = logging.getLogger(__name__)
+
+Span = tuple[int, int]  # [start, end) in clip frame numbers
+ChunkRunner = Callable[[torch.Tensor], torch.Tensor]  # (T, C, H, W) -> (T, C, sH, sW)
+FrameLoader = Callable[[Sequence[vs.VideoFrame]], torch.Tensor]  # frames -> (T, C, H, W)
+PlanFn = Callable[[int, int, int], list[Span]]  # (length, chunk, overlap) -> chunk spans relative to 0
+
+
+def official_plan(length: int, chunk: int, overlap: int) -> list[Span]:
+    """Chunks of ``chunk`` frames with stride chunk - overlap; the last one is aligned to the end (official rule)."""
+    if length <= 0:
+        return []
+    if chunk <= 0 or length <= chunk:
+        return [(0, length)]
+    stride = max(1, chunk - overlap)
+    starts = list(range(0, length - chunk, stride))
+    last = max(0, length - chunk)
+    if not starts or starts[-1] != last:
+        starts.append(last)
+    return [(s, s + chunk) for s in starts]
+
+
+class SceneCuts:
+    """Lazy, cached scene-cut lookup on a clip's frame properties."""
+
+    _KNOWN, _PREV, _NEXT = 1, 2, 4
+
+    def __init__(self, clip: vs.VideoNode, *, enabled: bool = True) -> None:
+        self.clip = clip
+        self.length = clip.num_frames
+        self.enabled = enabled
+        self._flags = bytearray(self.length)
+        self._start = [-1] * self.length  # memoised segment start per frame (-1: unknown)
+        self.reads = 0  # number of frames whose props were read (tests check the laziness)
+
+    def _read(self, i: int) -> int:
+        flags = self._flags[i]
+        if not flags & self._KNOWN:
+            props = self.clip.get_frame(i).props
+            flags = self._KNOWN
+            if int(props.get("_SceneChangePrev", 0) or 0):
+                flags |= self._PREV
+            if int(props.get("_SceneChangeNext", 0) or 0):
+                flags |= self._NEXT
+            self._flags[i] = flags
+            self.reads += 1
+        return flags
+
+    def cut_before(self, i: int) -> bool:
+        """True when frames i - 1 and i belong to different shots."""
+        if not self.enabled or i <= 0 or i >= self.length:
+            return False
+        return bool(self._read(i) & self._PREV) or bool(self._read(i - 1) & self._NEXT)
+
+    def segment_start(self, n: int) -> int:
+        i = n
+        while i > 0 and self._start[i] < 0 and not self.cut_before(i):
+            i -= 1
+        start = self._start[i] if self._start[i] >= 0 else i
+        for j in range(i, n + 1):
+            self._start[j] = start
+        return start
+
+    def segment_end_within(self, n: int, horizon: int) -> int | None:
+        """End (exclusive) of n's segment if it lies within n + horizon frames (or is the clip end), else None."""
+        last = min(self.length, n + horizon + 1)
+        for i in range(n + 1, last):
+            if self.cut_before(i):
+                return i
+        return self.length if last >= self.length else None
+
+
+class ChunkCache:
+    """LRU of chunk results; each chunk is computed once even when several threads ask for it at once."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"ChunkCache: capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._results: OrderedDict[Span, torch.Tensor] = OrderedDict()
+        self._locks: dict[Span, threading.Lock] = {}
+        self.computed: list[Span] = []  # every computation, in order (tests check "once")
+
+    def get(self, span: Span, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        with self._lock:
+            hit = self._results.get(span)
+            if hit is not None:
+                self._results.move_to_end(span)
+                return hit
+            lock = self._locks.setdefault(span, threading.Lock())
+        with lock:
+            with self._lock:
+                hit = self._results.get(span)
+                if hit is not None:
+                    self._results.move_to_end(span)
+                    return hit
+            result = compute()
+            with self._lock:
+                self.computed.append(span)
+                self._results[span] = result
+                while len(self._results) > self.capacity:
+                    self._results.popitem(last=False)
+                self._locks.pop(span, None)
+            return result
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._results)
+
+
+class TemporalRestorer:
+    """Output frame n of a video model run chunk by chunk over scene-bounded segments of ``clip``."""
+
+    def __init__(
+        self,
+        clip: vs.VideoNode,
+        *,
+        runner: ChunkRunner,
+        loader: FrameLoader,
+        chunk: int,
+        overlap: int,
+        capacity: int,
+        plan: PlanFn = official_plan,
+        blend: Callable[[Span, Span, int], float] | None = None,
+        scene_cuts: bool = True,
+    ) -> None:
+        self.clip = clip
+        self.runner = runner
+        self.loader = loader
+        self.chunk = chunk
+        self.overlap = overlap
+        self.plan = plan
+        self.blend = blend
+        self.cuts = SceneCuts(clip, enabled=scene_cuts)
+        self.cache = ChunkCache(capacity)
+
+    def segment(self, n: int) -> tuple[int, int | None]:
+        """(start, end or None when the end lies beyond the look-ahead) of n's segment."""
+        start = self.cuts.segment_start(n)
+        end = self.cuts.segment_end_within(n, max(self.chunk, 1))
+        return start, end
+
+    def spans_for(self, n: int) -> list[Span]:
+        """The chunks (absolute spans, in plan order) whose outputs cover frame n."""
+        start, end = self.segment(n)
+        if end is None:
+            # the segment goes on past n + chunk: lay the plan over a length long enough to hold every chunk that
+            # can cover n; chunks that end within that length are the same as in the full segment's plan
+            length = n - start + 2 * self.chunk + 1
+            spans = [(a, b) for a, b in self.plan(length, self.chunk, self.overlap) if b < length]
+        else:
+            spans = self.plan(end - start, self.chunk, self.overlap)
+        rel = n - start
+        return [(start + a, start + b) for a, b in spans if a <= rel < b]
+
+    def _compute(self, span: Span) -> torch.Tensor:
+        a, b = span
+        log.debug("RVRT chunk [%d, %d)", a, b)
+        frames = [self.clip.get_frame(i) for i in range(a, b)]
+        out = self.runner(self.loader(frames))
+        if out.shape[0] != b - a:
+            raise RuntimeError(f"RVRT chunk [{a}, {b}) returned {out.shape[0]} frames instead of {b - a}")
+        return out
+
+    def frame(self, n: int) -> torch.Tensor:
+        """(C, sH, sW) output frame n: the chunks covering n, averaged (or weighted by ``blend``) in plan order."""
+        spans = self.spans_for(n)
+        if not spans:
+            raise RuntimeError(f"RVRT: no chunk covers frame {n} (chunk={self.chunk}, overlap={self.overlap})")
+        if len(spans) == 1:
+            a, _ = spans[0]
+            only = spans[0]
+            return self.cache.get(only, partial(self._compute, only))[n - a]
+        acc: torch.Tensor | None = None
+        total = 0.0
+        for span in spans:
+            out = self.cache.get(span, partial(self._compute, span))[n - span[0]].to(torch.float32)
+            w = 1.0 if self.blend is None else float(self.blend(span, self.segment_bounds(n), n))
+            acc = out * w if acc is None else acc + out * w
+            total += w
+        assert acc is not None
+        return acc / total
+
+    def segment_bounds(self, n: int) -> Span:
+        start, end = self.segment(n)
+        return start, (end if end is not None else self.clip.num_frames)
