@@ -1,0 +1,260 @@
+"""RVRT's 3-D window self-attention stack (STL -> STG -> RSTB -> RSTBWithInputConv) and its upsampler.
+
+Every STL routes its window attention through the seam ``vsnystra.attention.attention`` and implements
+``configure_attention`` so that ``patch_attention`` can swap the algorithm, enlarge the window (e.g. the paper's
+[2, 64, 64]) and drop the relative-position bias or the shift mask, without touching the weights.
+
+Upstream behaviour kept on purpose: the normed features are zero-padded to window multiples WITHOUT masking the
+pad tokens; an axis no larger than the window uses window = axis and shift 0; the bias is gathered from the first
+N x N entries of the stored index when the window is clipped.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsnystra.archs.base import AttentionConfig
+from vsnystra.archs.rvrt_gda import Mlp, Permute
+from vsnystra.attention import attention
+
+Size3 = tuple[int, int, int]
+
+
+def clip_window(size: Size3, window: Size3, shift: Size3) -> tuple[Size3, Size3]:
+    """Upstream rule: an axis no larger than the window uses the whole axis as window and no shift."""
+    ws = tuple(s if s <= wi else wi for s, wi in zip(size, window, strict=True))
+    ss = tuple(0 if s <= wi else si for s, wi, si in zip(size, window, shift, strict=True))
+    return ws, ss  # type: ignore[return-value]
+
+
+def window_partition(x: torch.Tensor, ws: Size3) -> torch.Tensor:
+    """(B, D, H, W, C) -> (B * nW, ws_d * ws_h * ws_w, C), batch-major, tokens in (frame, row, col) order."""
+    b, d, h, w, c = x.shape
+    x = x.view(b, d // ws[0], ws[0], h // ws[1], ws[1], w // ws[2], ws[2], c)
+    return x.permute(0, 1, 3, 5, 2, 4, 6, 7).reshape(-1, ws[0] * ws[1] * ws[2], c)
+
+
+def window_reverse(windows: torch.Tensor, ws: Size3, b: int, d: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`."""
+    x = windows.view(b, d // ws[0], h // ws[1], w // ws[2], ws[0], ws[1], ws[2], -1)
+    return x.permute(0, 1, 4, 2, 5, 3, 6, 7).reshape(b, d, h, w, -1)
+
+
+@functools.lru_cache(maxsize=32)
+def _shift_mask_cpu(dp: int, hp: int, wp: int, ws: Size3, ss: Size3) -> torch.Tensor:
+    img = torch.zeros(1, dp, hp, wp, 1)
+    cnt = 0
+    for ds in (slice(-ws[0]), slice(-ws[0], -ss[0]), slice(-ss[0], None)):
+        for hs in (slice(-ws[1]), slice(-ws[1], -ss[1]), slice(-ss[1], None)):
+            for wsl in (slice(-ws[2]), slice(-ws[2], -ss[2]), slice(-ss[2], None)):
+                img[:, ds, hs, wsl, :] = cnt
+                cnt += 1
+    labels = window_partition(img, ws).squeeze(-1)
+    diff = labels.unsqueeze(1) - labels.unsqueeze(2)
+    return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
+
+
+def shift_mask(dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device) -> torch.Tensor:
+    """(nW, N, N) additive mask (0 / -100) of the cyclically shifted, padded grid (dp, hp, wp)."""
+    return _shift_mask_cpu(dp, hp, wp, ws, ss).to(device)
+
+
+def position_index(ws: Size3) -> torch.Tensor:
+    """(N, N) index into the ((2Wd-1)(2Wh-1)(2Ww-1), nH) bias table for tokens in (frame, row, col) order."""
+    coords = torch.stack(torch.meshgrid([torch.arange(s) for s in ws], indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    rel = rel + torch.tensor([ws[0] - 1, ws[1] - 1, ws[2] - 1])
+    mult = torch.tensor([(2 * ws[1] - 1) * (2 * ws[2] - 1), 2 * ws[2] - 1, 1])
+    return (rel * mult).sum(-1)
+
+
+class WindowAttention(nn.Module):
+    """Parameters of one STL's attention: ``relative_position_bias_table``, index buffer, ``qkv_self``, ``proj``."""
+
+    def __init__(self, dim: int, window: Size3, heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))
+        self.register_buffer("relative_position_index", position_index(window))
+        self.qkv_self = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def bias(self, n: int) -> torch.Tensor:
+        """(nH, n, n) relative-position bias from the first n x n index entries (upstream's clipped-window rule)."""
+        index: torch.Tensor = self.relative_position_index  # type: ignore[assignment]
+        if n > index.shape[0]:
+            raise ValueError(
+                f"RVRT window attention: a window of {n} tokens is larger than the trained one "
+                f"({index.shape[0]}), so the relative-position bias does not exist; "
+                "patch with bias='drop' (patch_attention(model, spec, window=..., bias='drop'))"
+            )
+        table = self.relative_position_bias_table[index[:n, :n].reshape(-1)]
+        return table.view(n, n, -1).permute(2, 0, 1)
+
+
+class STL(nn.Module):
+    """Swin transformer layer on (B, D, H, W, C) with 3-D (optionally shifted) windows."""
+
+    def __init__(self, dim: int, heads: int, window: Size3, shift: Size3, mlp_ratio: float, qkv_bias: bool) -> None:
+        super().__init__()
+        self.trained_window = window
+        self.trained_shift = shift
+        self.window = window
+        self.shift = shift
+        self.cfg = AttentionConfig()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, window, heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dim)
+
+    def configure_attention(self, cfg: AttentionConfig) -> None:
+        """Select the attention algorithm and window; [1, h, w]-trained layers keep their single-frame windows."""
+        if cfg.window is None:
+            window = self.trained_window
+        else:
+            sizes = (cfg.window,) * 2 if isinstance(cfg.window, int) else tuple(int(s) for s in cfg.window)
+            if len(sizes) == 2:
+                sizes = (self.trained_window[0], *sizes)
+            if len(sizes) != 3:
+                raise ValueError(f"RVRT configure_attention: window must be int, (h, w) or (t, h, w), got {cfg.window}")
+            t = sizes[0] if self.trained_window[0] > 1 else 1
+            window = (t, sizes[1], sizes[2])
+        n_trained = self.trained_window[0] * self.trained_window[1] * self.trained_window[2]
+        if cfg.bias == "keep" and window[0] * window[1] * window[2] > n_trained:
+            raise ValueError(
+                f"RVRT configure_attention: window {list(window)} is larger than the trained "
+                f"{list(self.trained_window)} and has no relative-position bias; pass bias='drop'"
+            )
+        shifted = any(s > 0 for s in self.trained_shift)
+        self.window = window
+        self.shift = tuple(w // 2 for w in window) if shifted else (0, 0, 0)  # type: ignore[assignment]
+        self.cfg = cfg
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        b, d, h, w, c = x.shape
+        ws, ss = clip_window((d, h, w), self.window, self.shift)
+        x = self.norm1(x)
+        pd, ph, pw = ((wi - s % wi) % wi for s, wi in zip((d, h, w), ws, strict=True))
+        if pd or ph or pw:
+            x = F.pad(x, (0, 0, 0, pw, 0, ph, 0, pd))
+        dp, hp, wp = d + pd, h + ph, w + pw
+        shifted = any(s > 0 for s in ss)
+        if shifted:
+            x = torch.roll(x, shifts=(-ss[0], -ss[1], -ss[2]), dims=(1, 2, 3))
+        windows = window_partition(x, ws)
+        bn, n, _ = windows.shape
+        heads = self.attn.heads
+        qkv = self.attn.qkv_self(windows).reshape(bn, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
+        mask = None
+        if shifted and self.cfg.mask == "keep":
+            mask = shift_mask(dp, hp, wp, ws, ss, x.device).to(x.dtype)
+        bias = self.attn.bias(n) if self.cfg.bias == "keep" else None
+        spec = self.cfg.spec
+        out = attention(qkv[0], qkv[1], qkv[2], scale=self.attn.scale, bias=bias, mask=mask, spec=spec, window=ws)
+        out = self.attn.proj(out.transpose(1, 2).reshape(bn, n, c))
+        x = window_reverse(out, ws, b, dp, hp, wp)
+        if shifted:
+            x = torch.roll(x, shifts=ss, dims=(1, 2, 3))
+        if pd or ph or pw:
+            x = x[:, :d, :h, :w, :]
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self._attend(x)
+        return x + self.mlp(self.norm2(x))
+
+
+class STG(nn.Module):
+    """A group of STLs, even ones unshifted, odd ones shifted by half a window."""
+
+    def __init__(self, dim: int, depth: int, heads: int, window: Size3, mlp_ratio: float, qkv_bias: bool) -> None:
+        super().__init__()
+        half = (window[0] // 2, window[1] // 2, window[2] // 2)
+        self.blocks = nn.ModuleList(
+            STL(dim, heads, window, (0, 0, 0) if i % 2 == 0 else half, mlp_ratio, qkv_bias) for i in range(depth)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, D, H, W, C) channels-last."""
+        for blk in self.blocks:
+            x = blk(x)
+        return x
+
+
+class RSTB(nn.Module):
+    """x + linear(STG(x)) on (B, C, D, H, W) features (upstream keys ``residual_group``, ``linear``)."""
+
+    def __init__(self, dim: int, depth: int, heads: int, window: Size3, mlp_ratio: float, qkv_bias: bool) -> None:
+        super().__init__()
+        self.residual_group = STG(dim, depth, heads, window, mlp_ratio, qkv_bias)
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.linear(self.residual_group(x.permute(0, 2, 3, 4, 1)))
+        return x + y.permute(0, 4, 1, 2, 3)
+
+
+class RSTBWithInputConv(nn.Module):
+    """Conv3d (1,3,3) + LayerNorm, RSTBs, LayerNorm on (n, t, c, h, w); Sequential indices as upstream (``main.k``)."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        dim: int,
+        *,
+        groups: int,
+        num_blocks: int,
+        depth: int,
+        heads: int,
+        window: Size3,
+        mlp_ratio: float,
+        qkv_bias: bool,
+    ) -> None:
+        super().__init__()
+        blocks = nn.Sequential(*(RSTB(dim, depth, heads, window, mlp_ratio, qkv_bias) for _ in range(num_blocks)))
+        self.main = nn.Sequential(
+            Permute(0, 2, 1, 3, 4),
+            nn.Conv3d(in_channels, dim, kernel_size=(1, 3, 3), padding=(0, 1, 1), groups=groups),
+            Permute(0, 2, 3, 4, 1),
+            nn.LayerNorm(dim),
+            Permute(0, 4, 1, 2, 3),
+            blocks,
+            Permute(0, 2, 3, 4, 1),
+            nn.LayerNorm(dim),
+            Permute(0, 1, 4, 2, 3),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.main(x)
+
+
+class Upsample4(nn.Sequential):
+    """x4 pixel-shuffle upsampler on (n, c, d, h, w): indices 0 and 5 conv 64->256, 10 conv 64->64."""
+
+    def __init__(self, feat: int = 64) -> None:
+        layers: list[nn.Module] = []
+        for _ in range(2):
+            layers += [
+                nn.Conv3d(feat, 4 * feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
+                Permute(0, 2, 1, 3, 4),
+                nn.PixelShuffle(2),
+                Permute(0, 2, 1, 3, 4),
+                nn.LeakyReLU(0.1, inplace=True),
+            ]
+        layers.append(nn.Conv3d(feat, feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)))
+        super().__init__(*layers)
+
+
+def iter_stls(modules: Sequence[nn.Module]) -> list[STL]:
+    """All STL blocks below ``modules`` (for tests and timers)."""
+    return [m for mod in modules for m in mod.modules() if isinstance(m, STL)]
+
+
+__all__ = ["RSTB", "STG", "STL", "RSTBWithInputConv", "Upsample4", "clip_window", "shift_mask"]
