@@ -44,7 +44,9 @@ class BuildPyWithShim(build_py):
             return  # editable installs: scripts/setup.sh runs `python -m vsnystra.vs.build_shim --install`
         shim = _build_shim()
         out = Path(self.build_lib) / "vapoursynth" / "plugins" / shim.PLUGIN_SUBDIR
-        shim.build_plugin(out, source=HERE / "csrc" / "nystra_shim.c", manifest=HERE / "plugin_manifest" / "nystra.json")
+        shim.build_plugin(
+            out, source=HERE / "csrc" / "nystra_shim.c", manifest=HERE / "plugin_manifest" / "nystra.json"
+        )
         self._shim_outputs = [str(out / f"{shim.LIBRARY_NAME}.so"), str(out / "manifest.vs")]
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
