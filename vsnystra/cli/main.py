@@ -1,0 +1,246 @@
+"""``vsnystra`` command line: ``restore`` (batch restoration of video files and .vpy scripts) and ``weights``.
+
+stdout carries only the ``weights list`` table; progress, logs and the summary go to stderr.
+Exit codes: 0 success, 1 some file failed, 2 bad usage or configuration, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from types import FrameType
+
+from vsnystra.cli.media import CODECS, DEFAULT_CRF, DEFAULT_PIX_FMT, EncodeSettings
+
+log = logging.getLogger("vsnystra.cli")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+MATRIX_HELP = (
+    "Colour: YUV input is converted to RGB with its tagged matrix and range (untagged: BT.709 from 1280x720 up, "
+    "else BT.601; limited range) and back with the same ones; the output keeps the source's range, primaries, "
+    "transfer and matrix tags. Audio, subtitle and data streams are copied untouched."
+)
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 128 or 2,128,128, got {text!r}") from None
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vsnystra.zoo import DEFAULT_MODELS
+
+    p = argparse.ArgumentParser(prog="vsnystra", description="RVRT / SwinIR / Uformer restoration with PnP-Nystra.")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("restore", help="restore video files or .vpy scripts", epilog=MATRIX_HELP)
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders of videos, or .vpy scripts")
+    r.add_argument("-o", "--output-dir", type=Path, help="output folder (default: next to each input)")
+    r.add_argument("--model", default=DEFAULT_MODELS["RVRT"], help="checkpoint path, bundled or official name")
+    r.add_argument("--attention", default="exact", help="exact | naive | nystra (PnP-Nystra)")
+    r.add_argument("--landmarks", type=int, help="PnP-Nystra landmarks")
+    r.add_argument("--iters", type=int, help="PnP-Nystra pseudo-inverse iterations")
+    r.add_argument("--window", type=_ints, help="enlarged attention window, e.g. 16 or 2,16,16")
+    r.add_argument("--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise)")
+    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--half", action="store_true", help="half-precision compute (fp16 on CUDA)")
+    r.add_argument("--tile", type=_ints, help="spatial tile (image models: 256; RVRT: T,H,W)")
+    r.add_argument("--tile-overlap", type=_ints, help="tile overlap")
+    r.add_argument("--chunk", type=int, help="RVRT: frames per temporal chunk")
+    r.add_argument("--chunk-overlap", type=int, help="RVRT: frames shared by neighbouring chunks")
+    r.add_argument("--codec", choices=sorted(CODECS), default="x265", help="x265 (default), x264, ffv1 (lossless)")
+    crf = ", ".join(f"{k} {v}" for k, v in DEFAULT_CRF.items())
+    r.add_argument("--crf", type=float, help=f"quality for x265/x264 (default {crf})")
+    pix = ", ".join(f"{k} {v}" for k, v in DEFAULT_PIX_FMT.items())
+    r.add_argument("--pix-fmt", help=f"output pixel format (default {pix})")
+    r.add_argument("--preset", help="x265/x264 preset (default medium)")
+    r.add_argument("--container", default="mkv", choices=["mkv", "mp4", "mov"], help="output container (mkv)")
+    r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
+    r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
+    r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+    w = sub.add_parser("weights", help="official checkpoints: list, download, import")
+    wsub = w.add_subparsers(dest="weights_command", required=True)
+    wl = wsub.add_parser("list", help="list official checkpoints (stdout)")
+    wl.add_argument("--urls", action="store_true", help="show download URLs")
+    wd = wsub.add_parser("download", help="download official checkpoints into the per-user cache")
+    wd.add_argument("names", nargs="+", metavar="NAME")
+    wd.add_argument("--force", action="store_true", help="download again even if present")
+    wi = wsub.add_parser("import", help="copy a checkpoint downloaded by hand (Uformer) into the cache")
+    wi.add_argument("name", metavar="NAME")
+    wi.add_argument("file", type=Path, metavar="FILE")
+    wsub.add_parser("dir", help="print the cache folder (stdout)")
+    return p
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    root = logging.getLogger("vsnystra")
+    if not any(getattr(h, "_vsnystra_cli", False) for h in root.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(logging.Formatter("vsnystra: %(levelname)s: %(message)s"))
+        h._vsnystra_cli = True  # type: ignore[attr-defined]
+        root.addHandler(h)
+    root.setLevel(level)
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM/SIGHUP raise KeyboardInterrupt so temporary outputs are cleaned up like on Ctrl-C."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {}
+    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            with suppress(ValueError):  # not the main thread: leave signals alone
+                old[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from vsnystra.cli import batch
+    from vsnystra.cli.model import ModelSettings, load
+
+    inputs = batch.expand_inputs(args.inputs)
+    if not inputs:
+        log.error("restore: no input files found in %s", " ".join(args.inputs))
+        return EXIT_USAGE
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    encode = EncodeSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, preset=args.preset)
+    suffix = "." + args.container
+    tag = args.tag if args.tag is not None else ("" if args.output_dir else ".restored")
+    needs_model = any(
+        s.suffix.lower() != ".vpy"
+        and (args.overwrite or not batch.output_path(s, args.output_dir, suffix, tag).exists())
+        for s in inputs
+    )
+    loaded = None
+    if needs_model:
+        settings = ModelSettings(
+            model=args.model,
+            attention=args.attention,
+            landmarks=args.landmarks,
+            iters=args.iters,
+            window=args.window,
+            device=args.device,
+            half=args.half,
+            tile=args.tile,
+            tile_overlap=args.tile_overlap,
+            chunk=args.chunk,
+            chunk_overlap=args.chunk_overlap,
+            sigma=args.sigma,
+        )
+        try:
+            loaded = load(settings)
+        except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as e:
+            log.error("%s", e)
+            return EXIT_USAGE
+    restorer = loaded.restorer if loaded is not None else None
+
+    def restorer_for(src: Path) -> batch.Restorer | None:
+        return None if src.suffix.lower() == ".vpy" else restorer
+
+    summary = batch.Summary()
+    try:
+        with _sigterm_as_interrupt():
+            summary = batch.run_batch(
+                inputs,
+                out_dir=args.output_dir,
+                restorer_for=restorer_for,
+                encode=encode,
+                suffix=suffix,
+                tag=tag,
+                overwrite=args.overwrite,
+            )
+    except KeyboardInterrupt:
+        sys.stderr.write("vsnystra restore: interrupted; unfinished outputs removed, rerun to continue\n")
+        return EXIT_INTERRUPTED
+    sys.stderr.write(summary.render() + "\n")
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
+def _weights(args: argparse.Namespace) -> int:
+    from vsnystra import weights
+    from vsnystra.cli.progress import ProgressBar
+
+    cmd = args.weights_command
+    if cmd == "dir":
+        sys.stdout.write(f"{weights.weights_dir()}\n")
+        return EXIT_OK
+    if cmd == "list":
+        rows = [("name", "arch", "task", "MB", "status", "licence", "url" if args.urls else "file")]
+        for w in weights.OFFICIAL.values():
+            status = "downloaded" if weights.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
+            last = (w.url or w.source) if args.urls else w.file
+            rows.append((w.name, w.arch, w.task, f"{w.approx_mb:.0f}", status, w.licence, last))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+        for r in rows:
+            sys.stdout.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1] + "\n")
+        sys.stdout.write(f"# cache: {weights.weights_dir()}\n")
+        return EXIT_OK
+    if cmd == "import":
+        try:
+            path = weights.import_file(args.name, args.file)
+        except (KeyError, FileNotFoundError, weights.DownloadError) as e:
+            log.error("%s", e.args[0] if isinstance(e, KeyError) else e)
+            return EXIT_FAILED
+        log.info("imported %s as %s", args.file, path)
+        return EXIT_OK
+    failed = 0
+    for name in args.names:
+        if name not in weights.OFFICIAL:
+            log.error("unknown checkpoint %r; see `vsnystra weights list`", name)
+            failed += 1
+            continue
+        entry = weights.OFFICIAL[name]
+        bar = ProgressBar(name, None, unit="bytes")
+        try:
+            path = weights.download(entry, force=args.force, progress=bar.set)
+        except weights.DownloadError as e:
+            log.error("%s", e)
+            failed += 1
+            continue
+        finally:
+            if bar.done:
+                bar.close()
+        log.info("%s: %s", name, path)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vsnystra`` console script and ``python -m vsnystra``."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits on --help and on usage errors
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    _setup_logging(args.verbose, args.quiet)
+    if args.command == "restore":
+        return _restore(args)
+    return _weights(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The CLI's model side: resolve, load (through the shared model cache), patch, and wrap as a frame stream.
+
+Why a stream of frames: RVRT needs neighbouring frames, so the CLI hands ``restore_video`` an iterator and gets
+an iterator back (bounded memory for hours-long files); SwinIR and Uformer restore frame by frame with
+``restore_image``. Both paths are the same runtime the VapourSynth filters use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+Restorer = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]
+"""Takes (3, H, W) float32 CPU frames in [0, 1], yields restored (3, sH, sW) float32 CPU frames, same count."""
+
+ATTENTION_CHOICES = ("exact", "naive", "nystra")
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Model options of ``vsnystra restore`` (mirroring the filters' arguments)."""
+
+    model: str
+    attention: str = "exact"
+    landmarks: int | None = None
+    iters: int | None = None
+    window: tuple[int, ...] | None = None
+    device: str = "auto"
+    half: bool = False
+    tile: tuple[int, ...] | None = None
+    tile_overlap: tuple[int, ...] | None = None
+    chunk: int | None = None
+    chunk_overlap: int | None = None
+    sigma: float | None = None
+
+
+def attention_spec(name: str, landmarks: int | None, iters: int | None) -> Any:
+    """--attention/--landmarks/--iters → an attention spec."""
+    from vsnystra.attention.specs import Exact, Naive, PnPNystra
+
+    key = name.strip().lower().replace("_", "-")
+    if key in ("nystra", "pnp", "pnp-nystra"):
+        default = PnPNystra()
+        return PnPNystra(
+            landmarks=default.landmarks if landmarks is None else landmarks,
+            iters=default.iters if iters is None else iters,
+        )
+    if landmarks is not None or iters is not None:
+        raise ValueError("vsnystra restore: --landmarks/--iters only apply with --attention nystra")
+    if key == "exact":
+        return Exact()
+    if key == "naive":
+        return Naive()
+    raise ValueError(f"vsnystra restore: --attention must be one of {', '.join(ATTENTION_CHOICES)}, got {name!r}")
+
+
+def _one_or_tuple(v: tuple[int, ...] | None) -> int | tuple[int, ...] | None:
+    if v is None:
+        return None
+    return v[0] if len(v) == 1 else v
+
+
+@dataclass
+class LoadedModel:
+    """A ready model plus how to run it."""
+
+    model: torch.nn.Module
+    arch: str
+    scale: int
+    device: torch.device
+    dtype: torch.dtype
+    restorer: Restorer
+
+
+def load(settings: ModelSettings) -> LoadedModel:
+    """Resolve and load the model once for the whole batch; fails early with the fix in the message."""
+    from vsnystra.runtime.cache import AttentionSetting, default_cache
+    from vsnystra.runtime.device import compute_dtype, resolve_device
+    from vsnystra.zoo import resolve_model
+
+    path = resolve_model(settings.model)
+    device = resolve_device(settings.device, caller="vsnystra restore")
+    dtype = compute_dtype(device, settings.half)
+    spec = attention_spec(settings.attention, settings.landmarks, settings.iters)
+    window = _one_or_tuple(settings.window)
+    setting = AttentionSetting(spec=spec, window=window)
+    model = default_cache().get(path, device=device, dtype=dtype, attention=setting)
+    info = getattr(model, "info", None)
+    if info is None:
+        raise TypeError(f"vsnystra restore: {path} did not load as a vsnystra model (no .info)")
+    if info.needs_sigma and settings.sigma is None:
+        raise ValueError(
+            f"vsnystra restore: {settings.model} is a non-blind denoiser; pass --sigma "
+            "(noise standard deviation on the 0-255 scale, e.g. --sigma 10)"
+        )
+    if settings.sigma is not None and not info.needs_sigma:
+        log.warning("--sigma is ignored: %s is not a non-blind denoiser", settings.model)
+    log.info(
+        "model %s (%s %s, x%d) on %s/%s, attention %s", path.name, info.arch, info.task, info.scale, device, dtype, spec
+    )
+    restorer = (
+        _video_restorer(model, settings, device, dtype)
+        if info.arch == "rvrt"
+        else _image_restorer(model, settings, device, dtype)
+    )
+    return LoadedModel(model, info.arch, int(info.scale), device, dtype, restorer)
+
+
+def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.device, dtype: torch.dtype) -> Restorer:
+    from vsnystra.runtime.video import restore_video
+
+    kwargs: dict[str, Any] = {}
+    for name, value in (
+        ("chunk", s.chunk),
+        ("chunk_overlap", s.chunk_overlap),
+        ("tile", s.tile),
+        ("tile_overlap", s.tile_overlap),
+        ("sigma", s.sigma if getattr(model.info, "needs_sigma", False) else None),
+    ):
+        if value is not None:
+            kwargs[name] = value
+
+    def run(frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        staged = (f.to(device=device, dtype=dtype, non_blocking=True) for f in frames)
+        out = restore_video(model, staged, **kwargs)
+        for y in out:
+            yield y.to("cpu", torch.float32)
+
+    return run
+
+
+def _image_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.device, dtype: torch.dtype) -> Restorer:
+    from vsnystra.runtime.image import restore_image
+
+    kwargs: dict[str, Any] = {}
+    if s.tile is not None:
+        kwargs["tile"] = _one_or_tuple(s.tile)
+    if s.tile_overlap is not None:
+        kwargs["tile_overlap"] = _one_or_tuple(s.tile_overlap)
+    if s.chunk is not None or s.chunk_overlap is not None:
+        log.warning("--chunk/--chunk-overlap are ignored: image models restore frame by frame")
+
+    def run(frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        for f in frames:
+            y = restore_image(model, f.to(device=device, dtype=dtype), **kwargs)
+            yield y.to("cpu", torch.float32)
+
+    return run

@@ -1,0 +1,247 @@
+"""One input → one encoded output file: decode (PyAV or a .vpy script), restore, encode, remux the other streams.
+
+Audio, subtitle and data packets are copied untouched (no re-encode) and interleaved by time with the restored
+video; video timestamps (pts, time base, frame rate) are carried over frame by frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import runpy
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+
+from vsnystra.cli.media import Colour, EncodeSettings, FrameConverter, add_video_stream
+
+log = logging.getLogger(__name__)
+
+Restorer = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]
+OnFrame = Callable[[int], None]
+
+COPY_TYPES = ("audio", "subtitle", "data")
+
+
+@dataclass
+class Source:
+    """A decoded input: frames as float RGB tensors plus what the encoder must carry over."""
+
+    frames: Iterator[torch.Tensor]
+    pts: deque[int | None]  # filled as frames are decoded, consumed as restored frames are encoded
+    rate: Fraction
+    time_base: Fraction
+    colour: Colour
+    size: tuple[int, int]  # (w, h) of the source
+    total: int | None
+    sample_aspect_ratio: Fraction | None
+    copy_streams: list[Any]
+    pending: deque[Any]  # packets of copied streams waiting to be interleaved
+    converter: FrameConverter
+
+
+def _frac(x: Any) -> Fraction:
+    """PyAV rationals (typed AVRational) → Fraction."""
+    return Fraction(int(x.numerator), int(x.denominator))
+
+
+def _open_av_source(container: av.container.InputContainer) -> Source:
+    if not container.streams.video:
+        raise ValueError("no video stream")
+    vin = container.streams.video[0]
+    vin.thread_type = "AUTO"
+    copy = [s for s in container.streams if s.index != vin.index and s.type in COPY_TYPES]
+    for s in container.streams:
+        if s.index != vin.index and s.type not in COPY_TYPES:
+            log.warning("stream #%d (%s) is not copied: only the first video stream is restored", s.index, s.type)
+    rate = _frac(vin.average_rate or vin.guessed_rate or Fraction(25))
+    tb = _frac(vin.time_base) if vin.time_base else 1 / rate
+    colour = Colour.of(vin.codec_context)
+    total = int(vin.frames) or None
+    if total is None and vin.duration and vin.time_base:
+        total = round(float(vin.duration * vin.time_base * rate)) or None
+    elif total is None and container.duration:
+        total = round(container.duration / 1_000_000 * float(rate)) or None
+    sar = vin.sample_aspect_ratio
+    conv = FrameConverter(colour)
+    pts: deque[int | None] = deque()
+    pending: deque[Any] = deque()
+
+    def frames() -> Iterator[torch.Tensor]:
+        for packet in container.demux(vin, *copy):
+            if packet.stream.index == vin.index:
+                for frame in packet.decode():
+                    if isinstance(frame, av.VideoFrame):
+                        pts.append(frame.pts)
+                        yield conv.to_tensor(frame)
+            elif packet.dts is not None or packet.pts is not None:
+                pending.append(packet)
+
+    return Source(
+        frames(),
+        pts,
+        rate,
+        tb,
+        colour,
+        (vin.width, vin.height),
+        total,
+        _frac(sar) if sar else None,
+        copy,
+        pending,
+        conv,
+    )
+
+
+def _vs_colour(props: Any) -> Colour:
+    """VapourSynth frame props (ITU-T H.273 codes, _ColorRange 0 = full) → FFmpeg colour tags."""
+    rng = props.get("_ColorRange")
+    return Colour(
+        colorspace=int(props.get("_Matrix", 2)),
+        color_range={0: 2, 1: 1}.get(int(rng), 0) if rng is not None else 0,
+        color_primaries=int(props.get("_Primaries", 2)),
+        color_trc=int(props.get("_Transfer", 2)),
+    )
+
+
+def _open_vpy_source(script: Path) -> Source:
+    """Evaluate a .vpy in a fresh namespace, take output 0, and stream its frames as float RGB."""
+    import vapoursynth as vs
+
+    vs.clear_outputs()
+    argv = sys.argv
+    try:
+        sys.argv = [str(script)]
+        runpy.run_path(str(script), run_name="__vapoursynth__")
+    finally:
+        sys.argv = argv
+    outputs = vs.get_outputs()
+    if 0 not in outputs:
+        raise ValueError("the script sets no output 0; end it with clip.set_output()")
+    node = outputs[0]
+    node = getattr(node, "clip", node)  # VideoOutputTuple → VideoNode
+    if not isinstance(node, vs.VideoNode):
+        raise ValueError(f"output 0 is {type(node).__name__}, not a video clip")
+    if node.format is None or node.width == 0:
+        raise ValueError("output 0 has a variable format or size; resize/convert it to one format in the script")
+    props = node.get_frame(0).props
+    colour = _vs_colour(props)
+    w, h = node.width, node.height
+    if node.format.color_family != vs.RGB or node.format.sample_type != vs.FLOAT:
+        kw: dict[str, Any] = {}
+        if node.format.color_family == vs.YUV and int(props.get("_Matrix", 2)) in (0, 2):
+            kw["matrix_in_s"] = "709" if w >= 1280 or h >= 720 else "170m"
+        node = node.resize.Bicubic(format=vs.RGBS, **kw)
+    fps = Fraction(node.fps.numerator, node.fps.denominator) if node.fps.numerator else Fraction(0)
+    if fps <= 0:
+        log.warning("%s: variable frame rate output; encoding at 25 fps", script.name)
+        fps = Fraction(25)
+    pts: deque[int | None] = deque()
+
+    def frames() -> Iterator[torch.Tensor]:
+        for i, f in enumerate(node.frames()):
+            arr = np.stack([np.asarray(f[p], dtype=np.float32) for p in range(3)])
+            pts.append(i)
+            yield torch.from_numpy(arr)
+
+    return Source(
+        frames(), pts, fps, 1 / fps, colour, (w, h), node.num_frames, None, [], deque(), FrameConverter(colour)
+    )
+
+
+def process(
+    src: Path,
+    tmp: Path,
+    *,
+    restorer: Restorer | None,
+    encode: EncodeSettings,
+    container_format: str | None = None,
+    on_start: Callable[[int | None], None] | None = None,
+    on_frame: OnFrame | None = None,
+) -> int:
+    """Restore ``src`` into ``tmp`` (which the caller renames when this returns); returns the frame count.
+
+    ``restorer`` None means pass frames through unchanged (.vpy scripts: the script did the work).
+    """
+    if src.suffix.lower() == ".vpy":
+        return _run(_open_vpy_source(src), None, tmp, restorer, encode, container_format, on_start, on_frame)
+    with av.open(str(src), "r") as inp:
+        return _run(_open_av_source(inp), inp, tmp, restorer, encode, container_format, on_start, on_frame)
+
+
+def _run(
+    source: Source,
+    inp: av.container.InputContainer | None,
+    tmp: Path,
+    restorer: Restorer | None,
+    encode: EncodeSettings,
+    container_format: str | None,
+    on_start: Callable[[int | None], None] | None,
+    on_frame: OnFrame | None,
+) -> int:
+    if on_start is not None:
+        on_start(source.total)
+    frames: Iterator[torch.Tensor] = source.frames if restorer is None else restorer(source.frames)
+    pix_fmt = encode.resolved_pix_fmt()
+    out_colour = source.colour.for_output(pix_fmt, source.size)
+    step = max(1, round(1 / (source.rate * source.time_base)))
+    last_pts: int | None = None
+    n = 0
+    with av.open(str(tmp), "w", format=container_format) as out:
+        vout = None
+        omap: dict[int, Any] = {}
+
+        def mux_pending(until: Fraction | None) -> None:
+            while source.pending:
+                pkt = source.pending[0]
+                t = pkt.dts if pkt.dts is not None else pkt.pts
+                if until is not None and t is not None and pkt.time_base and t * pkt.time_base > until:
+                    return
+                source.pending.popleft()
+                pkt.stream = omap[pkt.stream.index]
+                out.mux(pkt)
+
+        with torch.inference_mode():
+            for y in frames:
+                if vout is None:
+                    vout = add_video_stream(
+                        out,
+                        encode,
+                        width=int(y.shape[-1]),
+                        height=int(y.shape[-2]),
+                        rate=source.rate,
+                        time_base=source.time_base,
+                        colour=out_colour,
+                        sample_aspect_ratio=source.sample_aspect_ratio,
+                    )
+                    for s in source.copy_streams:
+                        omap[s.index] = out.add_stream_from_template(s)
+                frame = source.converter.to_frame(y, pix_fmt, src_size=source.size)
+                if not source.pts:
+                    raise RuntimeError("the model returned more frames than were decoded")
+                pts = source.pts.popleft()
+                if pts is None or (last_pts is not None and pts <= last_pts):
+                    pts = 0 if last_pts is None else last_pts + step
+                last_pts = pts
+                frame.pts = pts
+                frame.time_base = source.time_base
+                for packet in vout.encode(frame):
+                    out.mux(packet)
+                n += 1
+                mux_pending(pts * source.time_base)
+                if on_frame is not None:
+                    on_frame(n)
+        if vout is None:
+            raise ValueError("no video frames were decoded")
+        if source.pts:
+            raise RuntimeError(f"the model returned {n} frames for {n + len(source.pts)} decoded")
+        for packet in vout.encode(None):
+            out.mux(packet)
+        mux_pending(None)
+    return n
