@@ -134,9 +134,14 @@ def make_implementation(name: str, module: str, namespace: str) -> Callable[...,
                 fn = resolve(name, module)
             except Exception as exc:
                 log.debug("nystra bridge: cannot load %s.%s", module, name, exc_info=True)
+                missing = getattr(exc, "name", None) if isinstance(exc, ModuleNotFoundError) else None
+                if missing and not missing.startswith("vsnystra"):
+                    fix = f"pip install {missing.split('.')[0]} into {sys.executable}"
+                else:
+                    fix = "reinstall or update vsnystra (scripts/setup.sh)"
                 raise vs.Error(
                     f"{namespace}.{name}: the Python implementation {module}.{name} is not available "
-                    f"({type(exc).__name__}: {exc}); fix: reinstall or update vsnystra (scripts/setup.sh)"
+                    f"({type(exc).__name__}: {exc}); fix: {fix}"
                 ) from exc
             try:
                 return fn(**normalise(kwargs, array_arguments(namespace, name)))
