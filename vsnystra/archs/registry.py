@@ -5,6 +5,7 @@ Architecture modules are imported lazily and in order, so a broken or missing mo
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -82,6 +83,13 @@ def _closest(hp: Mapping[str, Any], known: Mapping[str, Mapping[str, Any]]) -> s
     return f"; closest released configuration: {best} ({dict(known[best])})"
 
 
+def construction_device(sd: Mapping[str, torch.Tensor]) -> contextlib.AbstractContextManager[Any]:
+    """Build on the meta device when the state dict is made of meta tensors (cheap shape-only checks)."""
+    if any(t.is_meta for t in sd.values()):
+        return torch.device("meta")
+    return contextlib.nullcontext()
+
+
 def load_into(
     model: nn.Module,
     sd: Mapping[str, torch.Tensor],
@@ -113,7 +121,9 @@ def load_into(
             + _closest(hp, known or {})
             + ". The file may be truncated, from another architecture, or need an override (load_model(path, key=...))"
         )
-    model.load_state_dict(sd, strict=True)  # copy_ upcasts fp16-stored tensors to the fp32 parameters
+    meta = any(t.is_meta for t in sd.values())
+    # copy_ upcasts fp16-stored tensors to the fp32 parameters; meta (shape-only) dicts are assigned instead
+    model.load_state_dict(sd, strict=True, assign=meta)
     return model.eval()
 
 

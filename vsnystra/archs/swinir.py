@@ -427,14 +427,15 @@ def _variant(hp: Mapping[str, Any]) -> tuple[str, str]:
 
 def build(sd: Mapping[str, Any], **overrides: Any) -> nn.Module:
     """Build SwinIR from a canonical state dict and load it strictly (see registry.load_into)."""
-    from vsnystra.archs.registry import load_into
+    from vsnystra.archs.registry import construction_device, load_into
 
     hp = hyperparameters(sd)
     unknown = set(overrides) - set(hp)
     if unknown:
         raise TypeError(f"load_model: unknown SwinIR override(s) {sorted(unknown)}; allowed: {sorted(hp)}")
     hp.update(overrides)
-    model = SwinIR(**hp)
+    with construction_device(sd):
+        model = SwinIR(**hp)
     load_into(model, sd, NAME, hp, KNOWN)
     variant, task = _variant(hp)
     ws = int(hp["window_size"])

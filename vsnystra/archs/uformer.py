@@ -319,9 +319,14 @@ class Uformer(nn.Module):
         self.masks = MaskCache()
         self.input_proj = InputProj(dd_in, embed_dim)
         self.output_proj = OutputProj(2 * embed_dim, in_chans)
+        ups = {5: (16, 8), 6: (16, 4), 7: (8, 2), 8: (4, 1)}  # decoder input/output channels / embed_dim
         for i, name in enumerate(STAGES):
             dim = embed_dim * DIM_MULT[i]
             res = img_size // 2 ** LEVEL[i]
+            if i in ups:  # registration order = upstream state_dict() order
+                cin, cout = ups[i]
+                deconv = nn.ConvTranspose2d(embed_dim * cin, embed_dim * cout, 2, 2)
+                self.add_module(f"upsample_{i - 5}", _ConvWrap("deconv", deconv))
             blocks = [
                 LeWinBlock(
                     dim,
@@ -342,10 +347,6 @@ class Uformer(nn.Module):
             if i < 4:
                 conv = nn.Conv2d(dim, 2 * dim, 4, 2, 1)
                 self.add_module(f"dowsample_{i}", _ConvWrap("conv", conv))
-        ups = [(16, 8), (16, 4), (8, 2), (4, 1)]
-        for i, (cin, cout) in enumerate(ups):
-            deconv = nn.ConvTranspose2d(embed_dim * cin, embed_dim * cout, 2, 2)
-            self.add_module(f"upsample_{i}", _ConvWrap("deconv", deconv))
 
     def size_multiple(self) -> int:
         """Side multiple the current (possibly patched) windows need: lcm of 128 and every stage's window·2^level."""
@@ -437,14 +438,15 @@ KNOWN: dict[str, dict[str, Any]] = {
 
 def build(sd: Mapping[str, Any], **overrides: Any) -> nn.Module:
     """Build Uformer from a canonical state dict and load it strictly; ``img_size`` sets the window clamp."""
-    from vsnystra.archs.registry import load_into
+    from vsnystra.archs.registry import construction_device, load_into
 
     hp = hyperparameters(sd)
     unknown = set(overrides) - set(hp)
     if unknown:
         raise TypeError(f"load_model: unknown Uformer override(s) {sorted(unknown)}; allowed: {sorted(hp)}")
     hp.update(overrides)
-    model = Uformer(**hp)
+    with construction_device(sd):
+        model = Uformer(**hp)
     load_into(model, sd, NAME, hp, KNOWN)
     variant = next((n for n, cfg in KNOWN.items() if all(hp.get(k) == v for k, v in cfg.items())), "uformer")
     ws = int(hp["win_size"])
