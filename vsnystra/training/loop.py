@@ -1,0 +1,233 @@
+"""The training loop: Charbonnier loss, AdamW with warm-up + cosine decay, periodic resumable checkpoints.
+
+A checkpoint (``<run>/last.pt``) holds the model, optimizer, step, the data/noise generator state and the global
+torch RNG state; resuming from it continues the exact same loss trajectory as an uninterrupted run (with the same
+thread count: CPU kernels may sum in another order with more threads).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_images, collect_sequences
+from vsnystra.training.degrade import add_gaussian_noise
+from vsnystra.training.presets import Preset, model_class
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "last.pt"
+
+
+@dataclass
+class RunConfig:
+    """Options of one run that are not part of the model preset."""
+
+    data: list[Path]
+    run_dir: Path
+    steps: int
+    minutes: float = 0.0  # wall-clock budget; 0 = none
+    seed: int = 0
+    save_every: int = 100
+    log_every: int = 10
+
+
+def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Charbonnier (smooth L1) loss, robust and PSNR-friendly."""
+    return torch.sqrt((x - y) ** 2 + eps * eps).mean()
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 1% of the base rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def build_model(preset: Preset, seed: int) -> nn.Module:
+    """Construct the preset's model with seeded initialisation (without touching the caller's global RNG)."""
+    cls = model_class(preset.arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(**preset.kwargs)
+    if preset.arch == "rvrt":
+        identity_spynet(model)
+    return model
+
+
+def identity_spynet(model: nn.Module) -> None:
+    """Zero the last convolution of every SpyNet level, so the (untrained) flow network predicts zero flow.
+
+    SpyNet cannot be pretrained here (no optical-flow data); with zero flow the guided deformable attention learns
+    its sampling offsets on its own (RVRT predicts offset residuals around the flow).
+    """
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("spynet.") and ".basic_module.8." in name:
+                p.zero_()
+
+
+class Trainer:
+    """Owns the model, optimizer, data source and RNG of one run."""
+
+    def __init__(self, preset: Preset, cfg: RunConfig) -> None:
+        self.preset = preset
+        self.cfg = cfg
+        self.model = build_model(preset, cfg.seed)
+        self.model.train()
+        for name, p in self.model.named_parameters():
+            if any(name.startswith(prefix) for prefix in preset.freeze):
+                p.requires_grad_(False)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.elapsed = 0.0
+        self.losses: list[float] = []
+        self.source: Any = self._make_source()
+
+    def _make_source(self) -> Any:
+        p = self.preset
+        if p.task == "sr":
+            return SRPairs(collect_images(self.cfg.data, p.per_folder), p.scale, p.patch)
+        if p.task == "denoise":
+            return ImagePatches(collect_images(self.cfg.data, p.per_folder), p.patch)
+        return ClipPatches(collect_sequences(self.cfg.data, p.frames), p.frames)
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) for one step, drawn from the run's generator."""
+        p = self.preset
+        if p.task == "sr":
+            lr, hr = self.source.sample(p.batch, p.patch, self.gen)
+            return lr, hr
+        clean = self.source.sample(p.batch, p.patch, self.gen)
+        shape = (clean.shape[0],) + (1,) * (clean.ndim - 1)
+        sigma = torch.rand(shape, generator=self.gen) * p.sigma_max
+        noisy = add_gaussian_noise(clean, sigma, self.gen)
+        if p.task == "video_denoise":
+            noise_map = (sigma / 255.0).expand(*clean.shape[:2], 1, *clean.shape[3:])
+            noisy = torch.cat([noisy, noise_map], dim=2)
+        return noisy, clean
+
+    def train_step(self) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.preset.lr * lr_factor(self.step, self.cfg.steps, self.preset.warmup)
+        x, y = self.batch()
+        out = self.model(x)
+        loss = charbonnier(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.step += 1
+        value = float(loss.detach())
+        self.losses.append(value)
+        return value
+
+    # -- checkpoints -----------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "preset": self.preset.name,
+            "preset_config": self.preset.describe(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "steps": self.cfg.steps,
+            "elapsed": self.elapsed,
+            "losses": list(self.losses),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def save(self) -> Path:
+        """Write ``last.pt`` atomically (a crash mid-write never destroys the previous checkpoint)."""
+        self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.cfg.run_dir / CHECKPOINT
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def load(self, path: Path) -> None:
+        st = torch.load(path, map_location="cpu", weights_only=False)
+        if st["preset_config"] != self.preset.describe():
+            raise ValueError(
+                f"vsnystra.training: {path} was trained with another model configuration; "
+                "use a fresh --run folder or the same --model/--override"
+            )
+        self.model.load_state_dict(st["model"])
+        self.optimizer.load_state_dict(st["optimizer"])
+        self.step = int(st["step"])
+        self.elapsed = float(st["elapsed"])
+        self.losses = list(st["losses"])
+        self.gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        log.info("resumed %s at step %d (%.1f min trained)", path, self.step, self.elapsed / 60)
+
+    def run(self) -> None:
+        """Train until ``steps`` or the wall-clock budget, saving every ``save_every`` steps and at the end."""
+        cfg = self.cfg
+        start = time.monotonic()
+        base = self.elapsed
+        window: list[float] = []
+        while self.step < cfg.steps:
+            t0 = time.monotonic()
+            loss = self.train_step()
+            window.append(loss)
+            self.elapsed = base + time.monotonic() - start
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                avg = sum(window) / len(window)
+                window.clear()
+                psnr = -10 * math.log10(max(avg, 1e-10) ** 2)
+                log.info(
+                    "step %d/%d loss %.5f (~%.2f dB) lr %.2e %.2f s/step elapsed %.1f min",
+                    self.step,
+                    cfg.steps,
+                    avg,
+                    psnr,
+                    self.optimizer.param_groups[0]["lr"],
+                    time.monotonic() - t0,
+                    self.elapsed / 60,
+                )
+            if self.step % cfg.save_every == 0:
+                self.save()
+            if cfg.minutes > 0 and time.monotonic() - start >= cfg.minutes * 60:
+                log.info("wall-clock budget of %.1f min reached at step %d", cfg.minutes, self.step)
+                break
+        self.save()
+
+
+def export(
+    model_state: dict[str, torch.Tensor],
+    arch: str,
+    path: Path,
+    fp16: bool = True,
+    steps: int = 0,
+    keep_fp32: frozenset[str] = frozenset(),
+) -> Path:
+    """Write the official container: {'params': sd} (SwinIR, RVRT) or {'epoch', 'state_dict': {'module.'+k}}
+    (Uformer). Floating tensors optionally in fp16 (half the size; load_state_dict upcasts on copy), except the
+    names in ``keep_fp32`` (e.g. SpyNet's normalisation constants)."""
+    sd: dict[str, torch.Tensor] = {}
+    for k, v in model_state.items():
+        t = v.detach().cpu()
+        if fp16 and t.is_floating_point() and k not in keep_fp32:
+            t = t.half()
+        sd[k] = t.contiguous().clone()
+    container: dict[str, Any]
+    if arch == "uformer":
+        container = {"epoch": steps, "state_dict": {"module." + k: v for k, v in sd.items()}}
+    else:
+        container = {"params": sd}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(container, path)
+    return path
