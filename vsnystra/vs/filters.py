@@ -144,12 +144,25 @@ def _props(src: vs.VideoFrame, c: Common, extra: dict[str, Any] | None = None) -
 
 
 def _wire(
-    clip: vs.VideoNode, out: vs.VideoNode, make: Callable[[int, vs.VideoFrame, vs.VideoFrame], vs.VideoFrame]
+    clip: vs.VideoNode,
+    out: vs.VideoNode,
+    make: Callable[[int, vs.VideoFrame, vs.VideoFrame], vs.VideoFrame],
+    func: str = "filter",
 ) -> vs.VideoNode:
-    """ModifyFrame over (blank output, source): the callback gets the template and source frame n."""
+    """ModifyFrame over (blank output, source): the callback gets the template and source frame n.
+
+    Exceptions are logged with their traceback (stderr) and re-raised short: VapourSynth truncates long frame
+    errors, which would hide the actual message behind torch's call stack.
+    """
 
     def selector(n: int, f: list[vs.VideoFrame]) -> vs.VideoFrame:
-        return make(n, f[0], f[1])
+        try:
+            return make(n, f[0], f[1])
+        except V.FilterError:
+            raise
+        except Exception as exc:
+            log.error("nystra.%s: frame %d failed", func, n, exc_info=True)
+            raise V.FilterError(f"nystra.{func}: frame {n} failed: {type(exc).__name__}: {exc}") from None
 
     return vs.core.std.ModifyFrame(out, [out, clip], selector)
 
@@ -181,7 +194,7 @@ def _image_filter(
     size = (clip.width, clip.height)
 
     def run(x: torch.Tensor, tile_wh: tuple[int, int] | None) -> torch.Tensor:
-        with torch.inference_mode():
+        with torch.no_grad():
             return restore_image(net, x, **_image_tile_kwargs(tile_wh, overlap))
 
     def make(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
@@ -192,14 +205,14 @@ def _image_filter(
             )
         return tensor_to_frame(y, template, props=_props(src, c))
 
-    return _wire(clip, out, make)
+    return _wire(clip, out, make, func)
 
 
 def _image_tile_kwargs(tile_wh: tuple[int, int] | None, overlap: int) -> dict[str, Any]:
-    """restore_image takes tile as (h, w) in input pixels."""
+    """restore_image takes tile as (w, h) in input pixels, like the filters."""
     if tile_wh is None:
         return {"tile": None}
-    return {"tile": (tile_wh[1], tile_wh[0]), "tile_overlap": overlap}
+    return {"tile": tile_wh, "tile_overlap": overlap}
 
 
 def SwinIR(
@@ -326,7 +339,7 @@ def rvrt_with_restorer(
 
     def run_chunk(frames: torch.Tensor) -> torch.Tensor:
         def attempt(tile_wh: tuple[int, int] | None) -> torch.Tensor:
-            with torch.inference_mode():
+            with torch.no_grad():
                 y = restore_video(
                     net,
                     frames,
@@ -351,7 +364,7 @@ def rvrt_with_restorer(
         y = restorer.frame(n)
         return tensor_to_frame(y, template, props=_props(src, c))
 
-    return _wire(clip, out, make), restorer
+    return _wire(clip, out, make, func), restorer
 
 
 def _video_tile_kwargs(tile_wh: tuple[int, int] | None, overlap: tuple[int, int] | None) -> dict[str, Any]:
