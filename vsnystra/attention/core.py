@@ -8,24 +8,6 @@ import torch.nn.functional as F
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
 
 
-def _additive_terms(
-    q: torch.Tensor, bias: torch.Tensor | None, mask: torch.Tensor | None
-) -> tuple[torch.Tensor | None, int]:
-    """Fold bias (nH,N,N) and mask (nW,N,N) into one additive term broadcastable to (B, nW, nH, N, N)."""
-    bn, nh, n, _ = q.shape
-    term: torch.Tensor | None = None
-    nw = 1
-    if bias is not None:
-        term = bias.to(q.dtype).reshape(1, 1, nh, n, n)
-    if mask is not None:
-        nw = mask.shape[0]
-        if bn % nw:
-            raise ValueError(f"attention: batch {bn} is not a multiple of the mask's {nw} windows")
-        m = mask.to(q.dtype).reshape(1, nw, 1, n, n)
-        term = m if term is None else term + m
-    return term, nw
-
-
 def exact_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -35,17 +17,35 @@ def exact_attention(
     bias: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """softmax(q·kᵀ·scale + bias + mask)·v through SDPA with one 4-D additive mask.
+
+    Layout matters on CPU: SDPA takes its fused path only with a 4-D mask of the batch's shape (a 3-D mask
+    broadcast over the batch is ~2x slower), and a stride-0 expand costs nothing. With a shift mask the batch
+    (B·nW, nH) is viewed as (B, nW·nH) so bias + mask is materialised once per window, never per image.
+    """
     bn, nh, n, d = q.shape
-    term, nw = _additive_terms(q, bias, mask)
-    if term is None:
+    dt = q.dtype
+    if bias is None and mask is None:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
+    if mask is None:
+        assert bias is not None
+        term = bias.to(dt).unsqueeze(0).expand(bn, nh, n, n)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=term, scale=scale)
+    nw = mask.shape[0]
+    if bn % nw:
+        raise ValueError(
+            f"attention: batch {bn} is not a multiple of the mask's {nw} windows; pass q, k, v as "
+            "(B·nW, nH, N, d) with windows-major batches and mask as (nW, N, N)"
+        )
     b = bn // nw
-    shape5 = (b, nw, nh, n, -1)
+    m = mask.to(dt).unsqueeze(1)
+    term = (m + bias.to(dt).unsqueeze(0)) if bias is not None else m.expand(nw, nh, n, n).contiguous()
+    term = term.reshape(1, nw * nh, n, n).expand(b, nw * nh, n, n)
     out = F.scaled_dot_product_attention(
-        q.reshape(shape5).flatten(0, 1),
-        k.reshape(shape5).flatten(0, 1),
-        v.reshape(shape5).flatten(0, 1),
-        attn_mask=term.expand(b, nw, nh, n, n).reshape(b * nw, nh, n, n) if nw > 1 else term[0],
+        q.reshape(b, nw * nh, n, d),
+        k.reshape(b, nw * nh, n, d),
+        v.reshape(b, nw * nh, n, v.shape[-1]),
+        attn_mask=term,
         scale=scale,
     )
     return out.reshape(bn, nh, n, v.shape[-1])
@@ -60,6 +60,7 @@ def naive_attention(
     bias: torch.Tensor | None = None,
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Upstream's formulation written out (the stock baseline): scale, q·kᵀ, + bias, + mask, softmax, ·v."""
     bn, nh, n, _ = q.shape
     logits = (q * scale) @ k.transpose(-2, -1)
     if bias is not None:
@@ -82,7 +83,17 @@ def attention(
     spec: AttentionSpec = Exact(),  # noqa: B008 - frozen dataclass, immutable
     window: tuple[int, ...] | None = None,
 ) -> torch.Tensor:
-    """softmax(q·kᵀ·scale + bias + mask)·v per window and head, computed as ``spec`` says."""
+    """softmax(q·kᵀ·scale + bias + mask)·v per window and head, computed as ``spec`` says.
+
+    q, k, v: (B·nW, nH, N, d); bias: (nH, N, N) gathered relative-position bias; mask: (nW, N, N) additive shift
+    mask (0/-100), windows-major batches; window: the token grid (h, w) or (t, h, w) of one window (PnP-Nystra
+    landmark segments follow it; default the closest square factorisation of N, as the research code does).
+    """
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:3] != q.shape[:3]:
+        raise ValueError(
+            f"attention: q, k, v must be (B·nW, nH, N, d) with equal leading dims, got {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if isinstance(spec, Exact):
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     if isinstance(spec, Naive):

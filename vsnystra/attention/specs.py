@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +26,10 @@ class PnPNystra:
     threshold: t of the kernel exp(min(x, t)) + relu(x - t); None means plain exp.
     pinv_init: "batch" scales Z0 over the whole call as the research code does; "matrix" per window and head.
     policy: "always" runs Nyström wherever landmarks < tokens; "auto" falls back to Exact where it does not pay
-        on the current device.
+        on the current device (vsnystra.attention.policy).
+    guard: recompute exactly the rows whose Nyström denominator is not positive (the approximation broke down
+        there); rows with a positive denominator are untouched, so results match the research code wherever it
+        is meaningful.
     """
 
     landmarks: int = 16
@@ -33,8 +37,19 @@ class PnPNystra:
     threshold: float | None = None
     pinv_init: Literal["batch", "matrix"] = "batch"
     policy: Literal["always", "auto"] = "always"
+    guard: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("landmarks", "iters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"PnPNystra: {name} must be an int, got {value!r}")
+        if self.threshold is not None and (
+            isinstance(self.threshold, bool)
+            or not isinstance(self.threshold, int | float)
+            or not math.isfinite(self.threshold)
+        ):
+            raise ValueError(f"PnPNystra: threshold must be a finite number or None, got {self.threshold!r}")
         if self.landmarks < 1:
             raise ValueError(f"PnPNystra: landmarks must be >= 1, got {self.landmarks}")
         if self.iters < 0:

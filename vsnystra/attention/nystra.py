@@ -1,0 +1,309 @@
+"""PnP-Nystra window attention (Kidambi & Nair 2025): a Nyström approximation of the unnormalised softmax kernel.
+
+Paper mode (no bias, no mask), per window and head, with logits Λ = s·QKᵀ:
+    landmarks  Q̃ = P(sQ), K̃ = P(K), P = segment means over the token grid (adaptive average pooling)
+    kernels    G_L = f(sQ K̃ᵀ), G_U = f(Q̃ Kᵀ), G_A = f(Q̃ K̃ᵀ),  f_t(x) = exp(min(x, t)) + relu(x - t)
+    inverse    Z ≈ G_A† by `iters` steps Z ← ¼Z(13I − G_A Z(15I − G_A Z(7I − G_A Z))), Z₀ = G_Aᵀ/(‖G_A‖₁‖G_A‖_∞)
+    output     [N | D] = (G_L Z)(G_U [V, 1]),  O = N / (D + 1e-12)
+with the research code's evaluation order, so results agree with it bit for bit on CPU.
+
+Bias and mask (beyond the paper). Write P_q, P_k for the (m×N) averaging matrices, so Q̃ = P_q(sQ), K̃ = P_k K.
+Because the logits are bilinear, the paper's landmark logits are pooled token logits: Q̃Kᵀ = P_q(sQKᵀ),
+sQK̃ᵀ = (sQKᵀ)P_kᵀ, Q̃K̃ᵀ = P_q(sQKᵀ)P_kᵀ. With a relative-position bias the token logits are Λ = sQKᵀ + B, and
+the same construction pools Λ instead: G_L = f(ΛP_kᵀ), G_U = f(P_qΛ), G_A = f(P_qΛP_kᵀ). The bias therefore enters
+as B P_kᵀ (bias between a token and a landmark = bias averaged over the landmark's segment), P_q B and P_q B P_kᵀ;
+with B = 0 this is exactly the paper.
+A shift mask M (0 within a region, −100 across) makes the exact kernel exp(Λ + M) block-diagonal over regions up
+to a relative e⁻¹⁰⁰ ≈ 4e-44, i.e. exact attention is independent attention inside each region. We keep that
+structure exactly: every segment is split into its region pieces, each nonempty piece is a landmark of that region
+(its mean pools only tokens of that region), and kernel entries between a token or landmark of one region and a
+landmark of another are 0 (logit −∞; f_t(−∞) = 0). Then G_A is block-diagonal, the Newton iteration keeps
+Z = p(G_AᵀG_A)G_Aᵀ block-diagonal, and Ĝ = G_L Z G_U is the direct sum of per-region Nyström approximations: no
+landmark mixes regions and no weight crosses a region boundary, matching the mask's −100 to fp32 rounding. Padding
+slots (windows with fewer pieces) are zero landmarks with all kernel entries 0; they stay exactly 0 in Z.
+
+Numerics: the core runs in fp32 for fp16/bf16 inputs (f is unnormalised and G_U·1 sums N terms, which overflows
+half precision), and the result is returned in the input dtype. Rows whose denominator is not positive or whose
+output is not finite (the approximation broke down) are recomputed exactly when ``spec.guard`` is set.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+
+import torch
+
+from vsnystra.attention.grid import (
+    RegionLandmarks,
+    adaptive_pool_last,
+    cached_region_landmarks,
+    landmark_grid,
+    pool_tokens,
+    token_grid,
+)
+from vsnystra.attention.specs import PnPNystra
+
+_log = logging.getLogger(__name__)
+NEG = float("-inf")
+# Elements of one chunk's (rows × landmarks) kernel; keeps the element-wise passes in cache.
+_CHUNK_ELEMENTS = 1 << 17
+
+
+def kernel_(x: torch.Tensor, threshold: float | None) -> torch.Tensor:
+    """f_t(x) = exp(min(x, t)) + relu(x - t), overwriting x (t None: exp). Same rounding as the research code."""
+    if threshold is None:
+        return x.exp_()
+    y = x.clamp(max=threshold).exp_()
+    return y.add_(x.sub_(threshold).relu_())
+
+
+def iterative_pinv(x: torch.Tensor, iters: int, init: str) -> torch.Tensor:
+    """Razavi et al. pseudo-inverse of a batch of square matrices; Z₀ scaled over the whole batch or per matrix."""
+    ax = x.abs()
+    if init == "batch":
+        denom = ax.sum(dim=-1).max() * ax.sum(dim=-2).max()
+    else:
+        denom = ax.sum(dim=-1).amax(dim=-1, keepdim=True) * ax.sum(dim=-2).amax(dim=-1, keepdim=True)
+        denom = denom.unsqueeze(-1)
+    z = x.transpose(-2, -1) / denom.clamp_min(torch.finfo(x.dtype).tiny)
+    eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device).unsqueeze(0)
+    for _ in range(iters):
+        xz = x @ z
+        z = 0.25 * z @ (13 * eye - (xz @ (15 * eye - (xz @ (7 * eye - xz)))))
+    return z
+
+
+def _chunks(total: int, per_item: int) -> Iterator[tuple[int, int]]:
+    step = max(1, _CHUNK_ELEMENTS // max(per_item, 1))
+    for s in range(0, total, step):
+        yield s, min(total, s + step)
+
+
+def _window_chunks(b: int, nw: int, per_item: int) -> Iterator[tuple[int, int, int, int]]:
+    """Batch slices [s, e) that never cross an image when per-window terms exist, with their window range."""
+    if nw == 1:
+        for s, e in _chunks(b, per_item):
+            yield s, e, 0, 1
+        return
+    for bi in range(b):
+        for w0, w1 in _chunks(nw, per_item):
+            yield bi * nw + w0, bi * nw + w1, w0, w1
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def paper_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, spec: PnPNystra, window: tuple[int, ...] | None
+) -> torch.Tensor:
+    """PnP-Nystra exactly as the research code computes it (no bias, no mask)."""
+    bn, nh, n, _ = q.shape
+    wd = _work_dtype(q.dtype)
+    grid = token_grid(n, window)
+    lgrid = landmark_grid(grid, spec.landmarks)
+    qs = q.to(wd) * scale
+    k = k.to(wd)
+    v = v.to(wd)
+    q_m = pool_tokens(qs, grid, lgrid)
+    k_m = pool_tokens(k, grid, lgrid)
+    z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold), spec.iters, spec.pinv_init)
+    out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=q.device)
+    for s, e in _chunks(bn, nh * n * q_m.shape[2]):
+        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold)
+        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold)
+        vc = v[s:e]
+        prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
+        out[s:e] = prod[..., :-1] / (prod[..., -1].unsqueeze(-1) + 1e-12)
+        if spec.guard:
+            _guard_rows(out, prod, s, qs, k, v, None, None, 1)
+    return out.to(q.dtype)
+
+
+def _pool_bias(bias: torch.Tensor, rl: RegionLandmarks, grid: tuple[int, ...], lgrid: tuple[int, ...]):
+    """B P_kᵀ (nh, N, Q), P_q B (nh, Q, N), P_q B P_kᵀ (nh, Q, Q) over all landmark rows (base rows by pooling)."""
+    rows = rl.rows.to(device=bias.device, dtype=bias.dtype)
+    extra = rows[rl.m :]  # split pieces and the zero row
+    b_l = torch.cat([adaptive_pool_last(bias, grid, lgrid), bias @ extra.transpose(0, 1)], dim=-1)
+    b_u = torch.cat([adaptive_pool_last(bias.transpose(1, 2), grid, lgrid).transpose(1, 2), extra @ bias], dim=1)
+    b_a = rows @ b_l
+    return b_l, b_u, b_a
+
+
+def _plain_regions(n: int, m: int, device: torch.device) -> RegionLandmarks:
+    """One region, plain segments: the layout used when only a bias is passed."""
+    rows = torch.zeros(m + 1, n)  # unused beyond the extra (zero) row
+    index = torch.arange(m).unsqueeze(0)
+    return RegionLandmarks(
+        rows,
+        index,
+        torch.zeros(1, m, dtype=torch.long),
+        torch.zeros(1, n, dtype=torch.long),
+        torch.zeros(1, dtype=torch.long),
+        m,
+    )
+
+
+def aware_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    spec: PnPNystra,
+    window: tuple[int, ...] | None,
+) -> torch.Tensor | None:
+    """PnP-Nystra with the relative-position bias in the kernel and region-respecting landmarks (module docstring).
+
+    Returns None when the mask is not a 0/−100 region mask (the caller then runs exact attention).
+    """
+    bn, nh, n, _ = q.shape
+    wd = _work_dtype(q.dtype)
+    dev = q.device
+    grid = token_grid(n, window)
+    lgrid = landmark_grid(grid, spec.landmarks)
+    m = math.prod(lgrid)
+    nw = 1 if mask is None else mask.shape[0]
+    if bn % nw:
+        raise ValueError(f"attention: batch {bn} is not a multiple of the mask's {nw} windows")
+    if mask is None:
+        rl = _plain_regions(n, m, dev)
+    else:
+        found = cached_region_landmarks(mask, grid, lgrid)
+        if found is None:
+            return None
+        rl = found
+    mp = rl.index.shape[1]
+    if mp >= n:
+        return None
+    index = rl.index.to(dev)
+    qs = q.to(wd) * scale
+    k = k.to(wd)
+    v = v.to(wd)
+    b = bn // nw
+
+    # landmarks: plain segment means by pooling, split pieces by their pooling rows, one zero row for padding
+    q_all = pool_tokens(qs, grid, lgrid)
+    k_all = pool_tokens(k, grid, lgrid)
+    identity = rl.aligned and bool(torch.equal(rl.index, torch.arange(m).expand_as(rl.index)))
+    if identity:
+        q_m, k_m = q_all, k_all
+    else:
+        extra = rl.rows[rl.m :].to(device=dev, dtype=wd)
+        q_all = torch.cat([q_all, extra @ qs], dim=2)
+        k_all = torch.cat([k_all, extra @ k], dim=2)
+        sel = index[rl.inverse.to(dev)].view(1, nw, 1, mp, 1)
+        shape5 = (b, nw, nh, -1, q.shape[-1])
+        q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
+        k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
+
+    # additive terms per mask pattern u: pooled bias, and -inf between different regions
+    lab = rl.labels.to(dev)
+    reg = rl.region.to(dev)
+    t_l: torch.Tensor | None = None
+    t_u: torch.Tensor | None = None
+    t_a: torch.Tensor | None = None
+    if bias is not None:
+        b_l, b_u, b_a = _pool_bias(bias.to(wd), rl, grid, lgrid)
+        t_l = torch.stack([b_l[:, :, ix] for ix in index])  # (U, nh, N, m')
+        t_u = torch.stack([b_u[:, ix, :] for ix in index])  # (U, nh, m', N)
+        t_a = torch.stack([b_a[:, ix][:, :, ix] for ix in index])  # (U, nh, m', m')
+    if mask is not None:
+        zero = torch.zeros((), dtype=wd, device=dev)
+        neg = torch.full((), NEG, dtype=wd, device=dev)
+        cross_l = torch.where(lab.unsqueeze(2) == reg.unsqueeze(1), zero, neg).unsqueeze(1)  # (U, 1, N, m')
+        same_a = (reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)
+        cross_a = torch.where(same_a, zero, neg).unsqueeze(1)
+        t_l = cross_l if t_l is None else t_l + cross_l
+        t_u = cross_l.transpose(-2, -1) if t_u is None else t_u + cross_l.transpose(-2, -1)
+        t_a = cross_a if t_a is None else t_a + cross_a
+    inv = rl.inverse.to(dev)
+
+    def per_window(t: torch.Tensor | None, w0: int, w1: int) -> torch.Tensor | float:
+        if t is None:
+            return 0.0
+        return t[0] if t.shape[0] == 1 else t[inv[w0:w1]]
+
+    a = (q_m @ k_m.transpose(-2, -1)).view(b, nw, nh, mp, mp)
+    if t_a is not None:
+        a = a + (t_a if t_a.shape[0] == 1 else t_a[inv]).unsqueeze(0)
+    z = iterative_pinv(kernel_(a.view(bn, nh, mp, mp), spec.threshold), spec.iters, spec.pinv_init)
+
+    out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=dev)
+    for s, e, w0, w1 in _window_chunks(b, nw, nh * n * mp):
+        kl = qs[s:e] @ k_m[s:e].transpose(-2, -1)
+        ku = q_m[s:e] @ k[s:e].transpose(-2, -1)
+        if t_l is not None and t_u is not None:
+            kl += per_window(t_l, w0, w1)
+            ku += per_window(t_u, w0, w1)
+        kl = kernel_(kl, spec.threshold)
+        ku = kernel_(ku, spec.threshold)
+        vc = v[s:e]
+        prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
+        out[s:e] = prod[..., :-1] / (prod[..., -1].unsqueeze(-1) + 1e-12)
+        if spec.guard:
+            _guard_rows(out, prod, s, qs, k, v, bias, mask, nw)
+    return out.to(q.dtype)
+
+
+def _guard_rows(
+    out: torch.Tensor,
+    prod: torch.Tensor,
+    start: int,
+    qs: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    nw: int,
+) -> None:
+    """Recompute exactly the rows of out[start:start+len(prod)] whose Nyström denominator is not positive."""
+    den = prod[..., -1]
+    bad = ~(den > 0)
+    if not bool(bad.any()):
+        return
+    ib, ih, ii = torch.nonzero(bad, as_tuple=True)
+    ib = ib + start
+    for c in range(0, ib.numel(), 256):
+        sb, sh, si = ib[c : c + 256], ih[c : c + 256], ii[c : c + 256]
+        logits = torch.einsum("rd,rjd->rj", qs[sb, sh, si], k[sb, sh])
+        if bias is not None:
+            logits = logits + bias[sh, si].to(logits.dtype)
+        if mask is not None:
+            logits = logits + mask[sb % nw, si].to(logits.dtype)
+        out[sb, sh, si] = torch.einsum("rj,rjd->rd", logits.softmax(-1), v[sb, sh])
+
+
+def nystra_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    scale: float,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    spec: PnPNystra,
+    window: tuple[int, ...] | None,
+) -> torch.Tensor:
+    """PnP-Nystra dispatch: exact fallback where Nyström cannot help, else the paper or the bias/mask-aware path."""
+    from vsnystra.attention.core import exact_attention
+    from vsnystra.attention.policy import nystrom_pays
+
+    n = q.shape[2]
+    if spec.landmarks >= n or (spec.policy == "auto" and not nystrom_pays(n, spec.landmarks, q.shape[-1], q.device)):
+        return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
+    if bias is None and mask is None:
+        return paper_attention(q, k, v, scale=scale, spec=spec, window=window)
+    out = aware_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
+    if out is None:
+        _log.warning(
+            "attention: the mask is not a 0/-100 shifted-window mask or splits windows into too many regions for "
+            "%d landmarks; ran exact attention instead",
+            spec.landmarks,
+        )
+        return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
+    return out
