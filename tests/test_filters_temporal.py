@@ -14,9 +14,10 @@ import pytest
 import torch
 import vapoursynth as vs
 
+from vsnystra.runtime.video import chunk_plan
 from vsnystra.vs.filters import _wire
 from vsnystra.vs.frames import frames_to_tensor, tensor_to_frame
-from vsnystra.vs.temporal import ChunkCache, SceneCuts, TemporalRestorer, official_plan
+from vsnystra.vs.temporal import ChunkCache, SceneCuts, TemporalRestorer
 
 W, H = 24, 16
 
@@ -83,7 +84,7 @@ def reference(clip: vs.VideoNode, chunk: int, overlap: int) -> np.ndarray:
     out = torch.zeros_like(x)
     count = torch.zeros(x.shape[0])
     runner = Recorder()
-    for a, b in official_plan(x.shape[0], chunk, overlap):
+    for a, b in chunk_plan(x.shape[0], chunk, overlap):
         out[a:b] += runner(x[a:b])
         count[a:b] += 1
     return (out / count.view(-1, 1, 1, 1)).numpy()
@@ -96,19 +97,6 @@ def core() -> vs.Core:
     c.num_threads = 2
     yield c
     c.num_threads = old
-
-
-def test_official_plan() -> None:
-    assert official_plan(10, 4, 1) == [(0, 4), (3, 7), (6, 10)]
-    assert official_plan(10, 6, 2) == [(0, 6), (4, 10)]
-    assert official_plan(3, 6, 2) == [(0, 3)]
-    assert official_plan(6, 6, 2) == [(0, 6)]
-    assert official_plan(7, 6, 2) == [(0, 6), (1, 7)]
-    for length in range(1, 40):
-        spans = official_plan(length, 8, 2)
-        covered = set().union(*(range(a, b) for a, b in spans))
-        assert covered == set(range(length))
-        assert all(b - a == min(8, length) for a, b in spans)
 
 
 def test_sequential_matches_direct_computation(core: vs.Core) -> None:
@@ -132,7 +120,7 @@ def test_random_order_two_threads_bit_identical_and_chunks_once(core: vs.Core) -
         assert np.array_equal(got[i], seq[i]), i
     computed = restorer.cache.computed
     assert len(computed) == len(set(computed)), "a chunk was computed twice"
-    assert sorted(computed) == official_plan(30, 6, 2)
+    assert sorted(computed) == chunk_plan(30, 6, 2)
 
 
 def test_small_cache_is_bounded_and_still_identical(core: vs.Core) -> None:

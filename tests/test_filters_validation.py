@@ -182,3 +182,7 @@ def test_channel_mismatch_names_the_conversion(allow_load: None) -> None:
 def test_rvrt_model_dependent_checks(allow_load: None) -> None:
     expect(filters.RVRT, "sigma only applies to non-blind", rgbs(64, 48), model=RVRT_SR, sigma=10.0)
     expect(filters.RVRT, "at least 132x132", rgbs(128, 140), model=RVRT_DN, sigma=10.0)
+
+
+def test_rvrt_tile_overlap_is_one_value() -> None:
+    expect(filters.RVRT, "must be one value for both sides", rgbs(), model=RVRT_SR, tile=[64, 64], tile_overlap=[8, 16])

@@ -299,12 +299,14 @@ def rvrt_with_restorer(
     c = _common(func, clip, model, attention, landmarks, iters, window, device, tile)
     if c.tile is not None and (c.tile[0] % 8 or c.tile[1] % 8):
         raise V.fail(func, f"tile {list(c.tile)} must be multiples of 8 (RVRT's window), e.g. [256, 256]")
-    t_overlap: tuple[int, int] | None = None
+    t_overlap: int | None = None
     if tile_overlap is not None:
-        ov = V.check_ints(func, "tile_overlap", tile_overlap, lengths=(1, 2), minimum=0, hint=" ([w, h] pixels)")
-        t_overlap = (ov[0], ov[0]) if len(ov) == 1 else (ov[0], ov[1])
-        if c.tile is not None and (2 * t_overlap[0] >= c.tile[0] or 2 * t_overlap[1] >= c.tile[1]):
-            raise V.fail(func, f"tile_overlap {list(t_overlap)} must be less than half the tile {list(c.tile)}")
+        ov = V.check_ints(func, "tile_overlap", tile_overlap, lengths=(1, 2), minimum=0, hint=" (pixels, e.g. [20])")
+        if len(set(ov)) != 1:
+            raise V.fail(func, f"tile_overlap {list(ov)} must be one value for both sides (RVRT's rule), e.g. [20]")
+        t_overlap = ov[0]
+        if c.tile is not None and 2 * t_overlap >= min(c.tile):
+            raise V.fail(func, f"tile_overlap {list(ov)} must be less than half the tile {list(c.tile)}")
     n_chunk = DEFAULT_CHUNK if chunk is None else V.check_int(func, "chunk", chunk, minimum=2)
     if n_chunk % 2:
         raise V.fail(func, f"chunk must be even (RVRT processes clips of 2 frames), got {n_chunk}; use {n_chunk + 1}")
@@ -332,7 +334,7 @@ def rvrt_with_restorer(
             f"{clip.width}x{clip.height}; pad first, e.g. core.std.AddBorders",
         )
     out = _output_clip(clip, int(info.scale), 3)
-    from vsnystra.runtime.video import restore_video
+    from vsnystra.runtime.video import restore_chunk
 
     lock = device_lock(c.device)
     size = (clip.width, clip.height)
@@ -340,14 +342,7 @@ def rvrt_with_restorer(
     def run_chunk(frames: torch.Tensor) -> torch.Tensor:
         def attempt(tile_wh: tuple[int, int] | None) -> torch.Tensor:
             with torch.no_grad():
-                y = restore_video(
-                    net,
-                    frames,
-                    chunk=frames.shape[0],
-                    chunk_overlap=0,
-                    sigma=sig,
-                    **_video_tile_kwargs(tile_wh, t_overlap),
-                )
+                y = restore_chunk(net, frames, sigma=sig, **_video_tile_kwargs(tile_wh, t_overlap))
             return y.to("cpu")
 
         with lock:
@@ -367,11 +362,11 @@ def rvrt_with_restorer(
     return _wire(clip, out, make, func), restorer
 
 
-def _video_tile_kwargs(tile_wh: tuple[int, int] | None, overlap: tuple[int, int] | None) -> dict[str, Any]:
-    """restore_video takes tile as (h, w) in input pixels and tile_overlap as (h, w)."""
+def _video_tile_kwargs(tile_wh: tuple[int, int] | None, overlap: int | None) -> dict[str, Any]:
+    """restore_chunk takes tile as (h, w) in input pixels and one tile_overlap for both sides."""
     if tile_wh is None:
         return {"tile": None}
     kw: dict[str, Any] = {"tile": (tile_wh[1], tile_wh[0])}
     if overlap is not None:
-        kw["tile_overlap"] = (overlap[1], overlap[0])
+        kw["tile_overlap"] = overlap
     return kw

@@ -4,6 +4,7 @@ Why it is built this way:
 * Output frame n needs a chunk of input frames. Chunk boundaries depend only on n, the clip length and the scene
   cuts (a segment is a run of frames between cuts; chunks are laid out from the segment start with the official
   rule), so random access, any request order and any number of threads give the same frames.
+* Chunk plan and blending are runtime.video's (``chunk_plan``, ``blend``), so a frame equals restore_video's.
 * Each chunk is computed once: a per-chunk lock makes concurrent requests for the same chunk wait for the first
   one; results sit in an LRU of ``capacity`` chunks, so memory stays bounded (an evicted chunk is recomputed,
   bit-identically, if it is needed again).
@@ -25,26 +26,16 @@ from functools import partial
 import torch
 import vapoursynth as vs
 
+from vsnystra.runtime.video import blend as average
+from vsnystra.runtime.video import chunk_plan
+
 log = logging.getLogger(__name__)
 
 Span = tuple[int, int]  # [start, end) in clip frame numbers
 ChunkRunner = Callable[[torch.Tensor], torch.Tensor]  # (T, C, H, W) -> (T, C, sH, sW)
 FrameLoader = Callable[[Sequence[vs.VideoFrame]], torch.Tensor]  # frames -> (T, C, H, W)
 PlanFn = Callable[[int, int, int], list[Span]]  # (length, chunk, overlap) -> chunk spans relative to 0
-
-
-def official_plan(length: int, chunk: int, overlap: int) -> list[Span]:
-    """Chunks of ``chunk`` frames with stride chunk - overlap; the last one is aligned to the end (official rule)."""
-    if length <= 0:
-        return []
-    if chunk <= 0 or length <= chunk:
-        return [(0, length)]
-    stride = max(1, chunk - overlap)
-    starts = list(range(0, length - chunk, stride))
-    last = max(0, length - chunk)
-    if not starts or starts[-1] != last:
-        starts.append(last)
-    return [(s, s + chunk) for s in starts]
+BlendFn = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # one frame's outputs, in plan order -> the frame
 
 
 class SceneCuts:
@@ -148,8 +139,8 @@ class TemporalRestorer:
         chunk: int,
         overlap: int,
         capacity: int,
-        plan: PlanFn = official_plan,
-        blend: Callable[[Span, Span, int], float] | None = None,
+        plan: PlanFn = chunk_plan,
+        blend: BlendFn = average,
         scene_cuts: bool = True,
     ) -> None:
         self.clip = clip
@@ -191,24 +182,9 @@ class TemporalRestorer:
         return out
 
     def frame(self, n: int) -> torch.Tensor:
-        """(C, sH, sW) output frame n: the chunks covering n, averaged (or weighted by ``blend``) in plan order."""
+        """(C, sH, sW) output frame n: the outputs of the chunks covering n, blended in plan order."""
         spans = self.spans_for(n)
         if not spans:
             raise RuntimeError(f"RVRT: no chunk covers frame {n} (chunk={self.chunk}, overlap={self.overlap})")
-        if len(spans) == 1:
-            a, _ = spans[0]
-            only = spans[0]
-            return self.cache.get(only, partial(self._compute, only))[n - a]
-        acc: torch.Tensor | None = None
-        total = 0.0
-        for span in spans:
-            out = self.cache.get(span, partial(self._compute, span))[n - span[0]].to(torch.float32)
-            w = 1.0 if self.blend is None else float(self.blend(span, self.segment_bounds(n), n))
-            acc = out * w if acc is None else acc + out * w
-            total += w
-        assert acc is not None
-        return acc / total
-
-    def segment_bounds(self, n: int) -> Span:
-        start, end = self.segment(n)
-        return start, (end if end is not None else self.clip.num_frames)
+        outs = [self.cache.get(span, partial(self._compute, span))[n - span[0]] for span in spans]
+        return outs[0] if len(outs) == 1 else self.blend(outs)
