@@ -51,8 +51,15 @@ def run_tiled(
     tile: tuple[int, int],
     overlap: int,
     scale: int,
+    blend: str = "ramp",
 ) -> torch.Tensor:
-    """Apply ``fn`` (B,C,h,w) -> (B,C',h·s,w·s) over overlapping tiles of ``x`` and blend the outputs."""
+    """Apply ``fn`` (B,C,h,w) -> (B,C',h·s,w·s) over overlapping tiles of ``x`` and blend the outputs.
+
+    blend="ramp" cross-fades linearly over the overlap; "flat" averages like upstream SwinIR's tile mode.
+    """
+    if blend not in ("ramp", "flat"):
+        raise ValueError(f"run_tiled: blend must be 'ramp' or 'flat', got {blend!r}")
+    width = overlap * scale if blend == "ramp" else 0
     b, _, h, w = x.shape
     th, tw = tile
     ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
@@ -64,8 +71,8 @@ def run_tiled(
             if out is None:
                 out = torch.zeros(b, y.shape[1], h * scale, w * scale, device=x.device)
             # the ramp spans the actual overlap with the neighbour (the last tile may overlap more)
-            wy = ramp(th * scale, overlap * scale, y0 > 0, y0 + th < h, x.device)
-            wx = ramp(tw * scale, overlap * scale, x0 > 0, x0 + tw < w, x.device)
+            wy = ramp(th * scale, width, y0 > 0, y0 + th < h, x.device)
+            wx = ramp(tw * scale, width, x0 > 0, x0 + tw < w, x.device)
             wt = wy[:, None] * wx[None, :]
             sy, sx = slice(y0 * scale, (y0 + th) * scale), slice(x0 * scale, (x0 + tw) * scale)
             out[..., sy, sx] += y.to(x.device) * wt
