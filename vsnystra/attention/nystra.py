@@ -29,6 +29,7 @@ output is not finite (the approximation broke down) are recomputed exactly when 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from vsnystra.attention.grid import (
     cached_region_landmarks,
     landmark_grid,
     pool_tokens,
+    region_landmarks,
     token_grid,
 )
 from vsnystra.attention.specs import PnPNystra
@@ -132,18 +134,11 @@ def _pool_bias(bias: torch.Tensor, rl: RegionLandmarks, grid: tuple[int, ...], l
     return b_l, b_u, b_a
 
 
-def _plain_regions(n: int, m: int, device: torch.device) -> RegionLandmarks:
+@functools.lru_cache(maxsize=16)
+def _plain_regions(grid: tuple[int, ...], lgrid: tuple[int, ...]) -> RegionLandmarks:
     """One region, plain segments: the layout used when only a bias is passed."""
-    rows = torch.zeros(m + 1, n)  # unused beyond the extra (zero) row
-    index = torch.arange(m).unsqueeze(0)
-    return RegionLandmarks(
-        rows,
-        index,
-        torch.zeros(1, m, dtype=torch.long),
-        torch.zeros(1, n, dtype=torch.long),
-        torch.zeros(1, dtype=torch.long),
-        m,
-    )
+    n = math.prod(grid)
+    return region_landmarks(torch.zeros(1, n, dtype=torch.long), grid, lgrid)
 
 
 def aware_attention(
@@ -171,7 +166,7 @@ def aware_attention(
     if bn % nw:
         raise ValueError(f"attention: batch {bn} is not a multiple of the mask's {nw} windows")
     if mask is None:
-        rl = _plain_regions(n, m, dev)
+        rl = _plain_regions(grid, lgrid)
     else:
         found = cached_region_landmarks(mask, grid, lgrid)
         if found is None:
