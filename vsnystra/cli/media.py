@@ -132,7 +132,7 @@ class FrameConverter:
         """
         if t.ndim != 3 or t.shape[0] != 3:
             raise ValueError(f"vsnystra restore: expected a (3, H, W) frame from the model, got {tuple(t.shape)}")
-        arr = t.detach().to("cpu", torch.float32).clamp_(0.0, 1.0).mul_(65535.0).round_()
+        arr = t.detach().to("cpu", torch.float32).clamp(0.0, 1.0).mul_(65535.0).round_()  # clamp copies
         hwc = arr.to(torch.int32).permute(1, 2, 0).contiguous().numpy().astype(np.uint16)
         frame = VideoFrame.from_ndarray(hwc, format="rgb48le")
         if is_rgb_format(pix_fmt):

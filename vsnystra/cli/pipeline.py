@@ -100,11 +100,19 @@ def _open_av_source(container: av.container.InputContainer) -> Source:
 
 
 def _vs_colour(props: Any) -> Colour:
-    """VapourSynth frame props (ITU-T H.273 codes, _ColorRange 0 = full) → FFmpeg colour tags."""
-    rng = props.get("_ColorRange")
+    """VapourSynth frame props (ITU-T H.273 codes) → FFmpeg colour tags.
+
+    ``_Range`` (R74+) is 1 = full, 0 = limited; the deprecated ``_ColorRange`` is the reverse (0 = full).
+    """
+    if "_Range" in props:
+        color_range = 2 if int(props["_Range"]) == 1 else 1
+    elif "_ColorRange" in props:
+        color_range = 2 if int(props["_ColorRange"]) == 0 else 1
+    else:
+        color_range = 0
     return Colour(
         colorspace=int(props.get("_Matrix", 2)),
-        color_range={0: 2, 1: 1}.get(int(rng), 0) if rng is not None else 0,
+        color_range=color_range,
         color_primaries=int(props.get("_Primaries", 2)),
         color_trc=int(props.get("_Transfer", 2)),
     )

@@ -1,0 +1,298 @@
+"""`vsnystra restore` / `vsnystra weights`: short clips made here with PyAV, fixture checkpoints as models."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vsnystra.cli import main as cli_main
+from vsnystra.cli import model as cli_model
+from vsnystra.cli.media import Colour, FrameConverter
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY = REPO.parent / "shared" / "fixtures" / "parity"
+RVRT_DN = PARITY / "rvrt_denoise_small.pth"
+SWINIR_X2 = PARITY / "swinir_classical_x2.pth"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool = True) -> Path:
+    """n frames of smooth noise (H.264, BT.709 limited range tags) plus a PCM stereo track, 24 fps."""
+    rng = np.random.default_rng(1)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "10"})
+        v.width, v.height, v.pix_fmt = w, h, "yuv420p"
+        ctx = v.codec_context
+        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = 1, 1, 1, 1
+        a = out.add_stream("pcm_s16le", rate=48000) if audio else None
+        if a is not None:
+            a.layout = "stereo"
+        for i in range(n):
+            base = rng.random((h // 8, w // 8, 3))
+            img = np.kron(base, np.ones((8, 8, 1)))[:h, :w] * 255
+            f = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24").reformat(
+                format="yuv420p", dst_colorspace=1, dst_color_range=1
+            )
+            f.pts = i
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode(None):
+            out.mux(p)
+        if a is not None:
+            total = 48000 * n // 24
+            s = (np.sin(np.arange(total) / 9.0) * 9000).astype(np.int16)
+            for k in range(0, total, 1024):
+                c = s[k : k + 1024]
+                af = av.AudioFrame.from_ndarray(np.stack([c, c]).T.reshape(1, -1).copy(), format="s16", layout="stereo")
+                af.sample_rate, af.pts = 48000, k
+                for p in a.encode(af):
+                    out.mux(p)
+            for p in a.encode(None):
+                out.mux(p)
+    return path
+
+
+def probe(path: Path) -> dict[str, object]:
+    """Frame count, size, rate, colour tags of the video, and the audio packets (bytes, pts) of a file."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frames = list(c.decode(v))
+        info: dict[str, object] = {
+            "frames": len(frames),
+            "size": (frames[0].width, frames[0].height),
+            "rate": Fraction(v.average_rate) if v.average_rate else None,
+            "colour": Colour.of(v.codec_context),
+            "pix_fmt": v.codec_context.pix_fmt,
+            "times": [float(f.time) for f in frames],
+            "first": frames[0].to_ndarray(format="rgb24"),
+        }
+    with av.open(str(path)) as c:
+        aud = [s for s in c.streams if s.type == "audio"]
+        info["audio"] = [(bytes(p), p.pts) for p in c.demux(aud[0]) if p.size] if aud else None
+    return info
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("in") / "clip.mkv")
+
+
+def _no_partials(folder: Path) -> bool:
+    return not [p for p in folder.iterdir() if ".partial-" in p.name]
+
+
+# ---------------------------------------------------------------- real models (fixture checkpoints)
+
+
+@pytest.mark.skipif(not RVRT_DN.is_file(), reason="shared fixtures missing")
+def test_rvrt_denoise_end_to_end(clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    argv = ["restore", str(clip), "-o", str(out), "--model", str(RVRT_DN), "--sigma", "25", "--device", "cpu"]
+    rc = cli_main.main([*argv, "--codec", "x265", "--preset", "ultrafast", "--chunk", "4"])
+    assert rc == 0, capsys.readouterr().err
+    dst = out / "clip.mkv"
+    src_i, dst_i = probe(clip), probe(dst)
+    assert dst_i["frames"] == 8
+    assert dst_i["size"] == (136, 136)
+    assert dst_i["rate"] == 24
+    assert dst_i["pix_fmt"] == "yuv420p10le"
+    assert dst_i["times"] == pytest.approx(src_i["times"], abs=1e-3)
+    c = dst_i["colour"]
+    assert isinstance(c, Colour) and (c.colorspace, c.color_range, c.color_primaries, c.color_trc) == (1, 1, 1, 1)
+    assert src_i["audio"] and dst_i["audio"] == src_i["audio"]  # packets copied byte for byte, same pts
+    diff = np.abs(dst_i["first"].astype(int) - src_i["first"].astype(int)).mean()  # type: ignore[union-attr]
+    assert diff > 1.0  # the model ran (random fixture weights change the picture)
+    assert _no_partials(out)
+    err = capsys.readouterr().err
+    assert "1 done, 0 skipped, 0 failed" in err and "fps" in err
+
+
+@pytest.mark.skipif(not SWINIR_X2.is_file(), reason="shared fixtures missing")
+def test_swinir_x2_frame_by_frame(tmp_path: Path) -> None:
+    src = make_clip(tmp_path / "small.mkv", n=3, w=48, h=40, audio=False)
+    rc = cli_main.main(["restore", str(src), "--model", str(SWINIR_X2), "--device", "cpu", "--codec", "ffv1"])
+    assert rc == 0
+    dst = tmp_path / "small.restored.mkv"  # no -o: next to the input, tagged
+    info = probe(dst)
+    assert (info["frames"], info["size"], info["pix_fmt"]) == (3, (96, 80), "yuv444p16le")
+
+
+@pytest.mark.skipif(not RVRT_DN.is_file(), reason="shared fixtures missing")
+def test_missing_sigma_is_a_usage_error(clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rc = cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--model", str(RVRT_DN), "--device", "cpu"])
+    assert rc == 2
+    assert "--sigma" in caplog.text
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------- batch behaviour (stand-in model)
+
+
+class FakeModel:
+    """Identity restorer that counts frames and can fail after a number of frames."""
+
+    def __init__(self, fail_after: int | None = None, exc: type[BaseException] = KeyboardInterrupt) -> None:
+        self.fail_after, self.exc, self.calls = fail_after, exc, 0
+
+    def __call__(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+        self.calls += 1
+        for i, f in enumerate(frames):
+            if self.fail_after is not None and i >= self.fail_after:
+                raise self.exc()
+            yield f
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
+    m = FakeModel()
+
+    def load(settings: cli_model.ModelSettings) -> cli_model.LoadedModel:
+        return cli_model.LoadedModel(torch.nn.Identity(), "fake", 1, torch.device("cpu"), torch.float32, m)
+
+    monkeypatch.setattr(cli_model, "load", load)
+    return m
+
+
+def test_interrupt_leaves_no_final_file(clip: Path, tmp_path: Path, fake: FakeModel) -> None:
+    fake.fail_after = 3
+    rc = cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--codec", "ffv1"])
+    assert rc == 130
+    assert not (tmp_path / "clip.mkv").exists()
+    assert _no_partials(tmp_path)
+
+
+def test_rerun_skips_finished_outputs(
+    clip: Path, tmp_path: Path, fake: FakeModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--codec", "ffv1"]) == 0
+    dst = tmp_path / "clip.mkv"
+    stamp = dst.stat().st_mtime_ns
+    assert probe(dst)["frames"] == 8 and fake.calls == 1
+    assert cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--codec", "ffv1"]) == 0
+    assert fake.calls == 1 and dst.stat().st_mtime_ns == stamp
+    assert "0 done, 1 skipped, 0 failed" in capsys.readouterr().err
+    assert cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--codec", "ffv1", "--overwrite"]) == 0
+    assert fake.calls == 2
+
+
+def test_bad_input_reported_batch_continues(
+    clip: Path, tmp_path: Path, fake: FakeModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "broken.mkv"
+    bad.write_bytes(b"\x1a\x45\xdf\xa3 this is not a video" * 50)
+    truncated = tmp_path / "cut.mkv"
+    truncated.write_bytes(clip.read_bytes()[:300])
+    out = tmp_path / "out"
+    rc = cli_main.main(["restore", str(bad), str(truncated), str(clip), str(tmp_path / "absent.mp4"), "-o", str(out)])
+    assert rc == 1
+    assert (out / "clip.mkv").is_file() and probe(out / "clip.mkv")["frames"] == 8
+    assert not (out / "broken.mkv").exists() and not (out / "cut.mkv").exists()
+    err = capsys.readouterr().err
+    assert "1 done, 0 skipped, 3 failed" in err
+    assert f"FAILED {bad}" in err and f"FAILED {truncated}" in err
+    assert _no_partials(out)
+
+
+def test_frame_converter_matrix_and_roundtrip() -> None:
+    g = torch.linspace(0, 1, 64)
+    t = torch.stack([g.expand(64, 64), g[:, None].expand(64, 64), 0.5 * (g + g[:, None]).clamp(0, 1)])
+    bt709 = FrameConverter(Colour(colorspace=1, color_range=1))
+    frame = bt709.to_frame(t, "yuv444p16le", src_size=(64, 64))
+    assert (frame.format.name, frame.colorspace, frame.color_range) == ("yuv444p16le", 1, 1)
+    assert (bt709.to_tensor(frame) - t).abs().max() < 2e-3
+    bt601 = FrameConverter(Colour(colorspace=6, color_range=1))
+    assert (bt601.to_tensor(frame) - t).abs().max() < 2e-3  # the frame's own tag wins over the stream's
+    frame.colorspace = 2  # untagged frame: the stream's matrix decides
+    assert (bt601.to_tensor(frame) - t).abs().max() > 0.05
+    assert (bt709.to_tensor(frame) - t).abs().max() < 2e-3
+    untagged_sd = Colour().matrix(720, 576)
+    assert untagged_sd != Colour().matrix(1920, 1080)
+
+
+# ---------------------------------------------------------------- .vpy input and a real kill
+
+
+VPY = """
+import os
+import vapoursynth as vs
+core = vs.core
+n = int(os.environ.get("VSN_TEST_FRAMES", "8"))
+clip = core.std.BlankClip(width=64, height=48, format=vs.YUV420P8, length=n, fpsnum=25, fpsden=1, color=[120, 90, 160])
+clip = core.std.SetFrameProps(clip, _Matrix=1, _Range=0, _Primaries=1, _Transfer=1)
+clip.set_output()
+"""
+
+
+def test_vpy_input(tmp_path: Path) -> None:
+    script = tmp_path / "s.vpy"
+    script.write_text(VPY)
+    rc = cli_main.main(["restore", str(script), "-o", str(tmp_path / "o"), "--codec", "x264", "--preset", "ultrafast"])
+    assert rc == 0
+    info = probe(tmp_path / "o" / "s.mkv")
+    assert (info["frames"], info["size"], info["rate"]) == (8, (64, 48), 25)
+    assert info["colour"] == Colour(colorspace=1, color_range=1, color_primaries=1, color_trc=1)
+    y = info["first"]
+    assert isinstance(y, np.ndarray)
+    assert y.reshape(-1, 3).std(0).max() < 2.0  # a flat BlankClip stays flat (dither only)
+    import vapoursynth as vs
+
+    ref = vs.core.std.BlankClip(width=8, height=8, format=vs.YUV444P8, length=1, color=[120, 90, 160])
+    ref = ref.resize.Point(format=vs.RGB24, matrix_in_s="709", range_in_s="limited").get_frame(0)
+    expected = np.array([int(np.asarray(ref[p])[0, 0]) for p in range(3)])
+    assert np.abs(y.reshape(-1, 3).mean(0) - expected).max() < 2.5  # BT.709 limited range, as tagged
+
+
+def test_killed_run_leaves_no_final_file_and_rerun_finishes(tmp_path: Path) -> None:
+    script = tmp_path / "long.vpy"
+    script.write_text(VPY)
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "vsnystra", "-q", "restore", str(script), "-o", str(out), "--codec", "ffv1"]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        proc = subprocess.Popen(cmd, env={**ENV, "VSN_TEST_FRAMES": "200000"}, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (out.is_dir() and not _no_partials(out)):
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=30)
+        assert not (out / "long.mkv").exists()
+        if sig == signal.SIGTERM:
+            assert rc == 130 and _no_partials(out)  # cleaned up on a catchable signal
+        else:
+            assert not _no_partials(out)  # SIGKILL leaves the temporary file, never the final name
+    done = subprocess.run(cmd, env={**ENV, "VSN_TEST_FRAMES": "5"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert probe(out / "long.mkv")["frames"] == 5
+    assert _no_partials(out)  # the stale temporary file of the killed run is gone
+
+
+# ---------------------------------------------------------------- weights sub-commands
+
+
+def test_weights_list_and_unknown_model(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("VSNYSTRA_WEIGHTS_DIR", str(tmp_path))
+    assert cli_main.main(["weights", "list", "--urls"]) == 0
+    out = capsys.readouterr().out
+    assert "rvrt-denoise-davis" in out and "006_RVRT_videodenoising_DAVIS_16frames.pth" in out
+    assert "uformer-b-sidd" in out and "manual" in out
+    clip = make_clip(tmp_path / "c.mkv", n=2, w=16, h=16, audio=False)
+    rc = cli_main.main(["restore", str(clip), "--model", "rvrt-denoise-davis"])
+    assert rc == 2 and "vsnystra weights download rvrt-denoise-davis" in caplog.text
+    assert cli_main.main(["weights", "download", "no-such-thing"]) == 1
