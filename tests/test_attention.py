@@ -1,0 +1,292 @@
+"""The attention seam: Exact/Naive agreement, PnP-Nystra against the research formulas, bias/mask awareness."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vsnystra.attention import Exact, Naive, PnPNystra, attention
+from vsnystra.attention.grid import closest_square_factors, landmark_grid, mask_labels, segment_matrix
+from vsnystra.attention.nystra import _guard_rows, iterative_pinv, paper_attention
+from vsnystra.attention.policy import nystrom_pays
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attention_inputs import relative_bias, shift_mask, window_qkv
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def masked_case(ws: int = 16, heads: int = 2, d: int = 16, seed: int = 0):
+    h = w = 2 * ws
+    q, k, v = window_qkv(h, w, ws, heads, d, shift=ws // 2, seed=seed)
+    return q, k, v, relative_bias(ws, heads, torch.Generator().manual_seed(seed + 1)), shift_mask(h, w, ws, ws // 2)
+
+
+# ---------------------------------------------------------------- Exact vs Naive
+
+
+@pytest.mark.parametrize("use_bias,use_mask", [(True, True), (True, False), (False, True), (False, False)])
+def test_exact_matches_naive_fp32(use_bias: bool, use_mask: bool) -> None:
+    q, k, v, bias, mask = masked_case(ws=8, heads=3, d=12)
+    q = q.repeat(2, 1, 1, 1)  # two images: windows-major batches
+    k, v = k.repeat(2, 1, 1, 1), v.repeat(2, 1, 1, 1)
+    kw = {"bias": bias if use_bias else None, "mask": mask if use_mask else None}
+    a = attention(q, k, v, scale=12**-0.5, spec=Exact(), **kw)
+    b = attention(q, k, v, scale=12**-0.5, spec=Naive(), **kw)
+    # the formula itself, written out once more with explicit windows
+    logits = (q * 12**-0.5) @ k.transpose(-2, -1)
+    if use_bias:
+        logits = logits + bias
+    if use_mask:
+        logits = logits + mask.repeat(2, 1, 1).unsqueeze(1)
+    ref = logits.softmax(-1) @ v
+    assert (a - ref).abs().max() <= 2e-6 * ref.abs().max()
+    assert (b - ref).abs().max() <= 2e-6 * ref.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_exact_matches_naive_half(dtype: torch.dtype) -> None:
+    q, k, v, bias, mask = masked_case(ws=8, heads=2, d=16)
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=Naive())
+    out = attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=0.25, bias=bias, mask=mask)
+    assert out.dtype == dtype
+    assert rel(out, ref) < 2e-2
+
+
+def test_mask_batch_mismatch_is_reported() -> None:
+    q, k, v, _bias, mask = masked_case(ws=8)
+    with pytest.raises(ValueError, match=r"attention: batch .* multiple"):
+        attention(q[:3], k[:3], v[:3], scale=1.0, mask=mask)
+
+
+# ---------------------------------------------------------------- research-code transcription
+
+
+def research_pnp(q, k, v, scale, m, iters, t, hi, wi):
+    """The research formulas transcribed independently: pooled landmarks, f_t, batch-global Newton pinv."""
+    bn, nh, _n, d = q.shape
+    q = q * scale
+    h, w = next((i, m // i) for i in range(math.isqrt(m), 0, -1) if m % i == 0)
+
+    def pool(x):
+        grid = x.reshape(bn * nh, hi, wi, d).permute(0, 3, 1, 2)
+        return F.adaptive_avg_pool2d(grid, (h, w)).permute(0, 2, 3, 1).reshape(bn, nh, m, d)
+
+    def f(x):
+        return torch.exp(x.clamp(max=t)) + torch.relu(x - t)
+
+    qm, km = pool(q), pool(k)
+    a = f(qm @ km.transpose(-2, -1))
+    z = a.transpose(-1, -2) / (a.abs().sum(-1).max() * a.abs().sum(-2).max())
+    eye = torch.eye(m).unsqueeze(0)
+    for _ in range(iters):
+        az = a @ z
+        z = 0.25 * z @ (13 * eye - (az @ (15 * eye - (az @ (7 * eye - az)))))
+    p = (f(q @ km.transpose(-2, -1)) @ z) @ (
+        f(qm @ k.transpose(-2, -1)) @ torch.cat([v, torch.ones_like(v[..., :1])], -1)
+    )
+    return p[..., :-1] / (p[..., -1].unsqueeze(-1) + 1e-12)
+
+
+@pytest.mark.parametrize(
+    "n,m,iters,t",
+    [(1024, 16, 2, 5.0), (512, 32, 6, 0.0), (256, 32, 3, 0.0)],  # SwinIR w32; RVRT-like flat 2x16x16; Uformer-ish
+)
+def test_paper_mode_is_bit_equal_to_research_code(n: int, m: int, iters: int, t: float) -> None:
+    gen = torch.Generator().manual_seed(n + m)
+    heads, d = 3, 16
+    x = torch.randn(4, n, 24, generator=gen)
+    x[1] *= 3.0  # windows of different scale: the batch-global Z0 matters
+    qkv = (x @ (torch.randn(24, 3 * heads * d, generator=gen) / 4)).reshape(4, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv[0], qkv[1], qkv[2]  # strided views, as the research code has them
+    hi, wi = closest_square_factors(n)
+    ref = research_pnp(q, k, v, d**-0.5, m, iters, t, hi, wi)
+    out = attention(q, k, v, scale=d**-0.5, spec=PnPNystra(landmarks=m, iters=iters, threshold=t))
+    assert torch.equal(out, ref)
+    per_matrix = attention(q, k, v, scale=d**-0.5, spec=PnPNystra(m, iters, t, pinv_init="matrix"))
+    assert not torch.allclose(per_matrix, ref, rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- PnP-Nystra properties
+
+
+def test_landmarks_at_least_tokens_is_exact() -> None:
+    q, k, v, bias, mask = masked_case(ws=4)
+    for kw in ({}, {"bias": bias, "mask": mask}):
+        ref = attention(q, k, v, scale=0.25, **kw)
+        assert torch.equal(attention(q, k, v, scale=0.25, spec=PnPNystra(landmarks=16), **kw), ref)
+        assert torch.equal(attention(q, k, v, scale=0.25, spec=PnPNystra(landmarks=64), **kw), ref)
+
+
+def test_error_falls_as_landmarks_grow() -> None:
+    q, k, v = window_qkv(32, 32, 16, 2, 16, seed=3)
+    ref = attention(q, k, v, scale=0.25)
+    errs = [rel(attention(q, k, v, scale=0.25, spec=PnPNystra(m, 20, None, "matrix")), ref) for m in (16, 64, 128)]
+    assert errs[0] > errs[1] > errs[2]
+    assert errs[2] < 0.02
+
+
+def test_pinv_converges_on_well_conditioned_matrices() -> None:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.eye(8) * 4 + torch.rand(5, 8, 8, generator=gen)
+    x[2] *= 10.0
+    inv = torch.linalg.inv(x.double()).float()
+    for init in ("batch", "matrix"):
+        z = iterative_pinv(x, 12, init)
+        assert (z - inv).abs().max() <= 1e-4 * inv.abs().max()
+    assert (iterative_pinv(x, 1, "batch") - inv).abs().max() > 1e-2 * inv.abs().max()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("masked", [False, True])
+def test_large_logits_stay_finite(dtype: torch.dtype, masked: bool) -> None:
+    q, k, v, bias, mask = masked_case(ws=16, heads=2, d=16)
+    q = q / q.norm(dim=-1, keepdim=True) * 50 * 4  # |q·k|·scale up to ~50
+    k = k / k.norm(dim=-1, keepdim=True)
+    kw = {"bias": bias, "mask": mask} if masked else {}
+    for spec in (Exact(), PnPNystra(16, 6, 5.0), PnPNystra(16, 6, None), PnPNystra(16, 2, 0.0, "matrix")):
+        out = attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=0.25, spec=spec, **kw)
+        assert out.dtype == dtype
+        assert torch.isfinite(out).all(), spec
+
+
+def _blocky(grid: tuple[int, ...], m: int, d: int = 16):
+    """q = k constant on each true-grid landmark segment, orthogonal across segments: the kernel has rank m."""
+    lgrid = landmark_grid(grid, m)
+    seg = segment_matrix(grid, lgrid).float()  # (m, N), disjoint here
+    basis = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(1)))[0][:m] * 6.0
+    qk = (seg.t() @ basis).view(1, 1, -1, d)
+    v = torch.randn(1, 1, seg.shape[1], 8, generator=torch.Generator().manual_seed(2))
+    return qk, v
+
+
+@pytest.mark.parametrize("grid", [(8, 32), (2, 8, 16)])
+def test_window_layout_defines_segments(grid: tuple[int, ...]) -> None:
+    qk, v = _blocky(grid, 8)
+    ref = attention(qk, qk, v, scale=0.25)
+    spec = PnPNystra(8, 25, None, "matrix")
+    assert rel(attention(qk, qk, v, scale=0.25, spec=spec, window=grid), ref) < 1e-4
+    assert rel(attention(qk, qk, v, scale=0.25, spec=spec), ref) > 1e-2  # flat grid: segments mix
+    with pytest.raises(ValueError, match="window"):
+        attention(qk, qk, v, scale=0.25, spec=spec, window=(3, 3))
+
+
+def test_landmark_grids() -> None:
+    assert [closest_square_factors(m) for m in (8, 16, 32, 64, 8192)] == [(2, 4), (4, 4), (4, 8), (8, 8), (64, 128)]
+    assert landmark_grid((32, 32), 16) == (4, 4)
+    assert landmark_grid((64, 16), 32) == (8, 4)
+    assert landmark_grid((2, 64, 64), 32) == (2, 4, 4)
+    assert landmark_grid((3, 64, 64), 32) == (1, 4, 8)
+
+
+# ---------------------------------------------------------------- bias- and mask-aware path
+
+
+def test_zero_bias_and_mask_equal_paper_path() -> None:
+    q, k, v, _, mask = masked_case(ws=16, heads=2, d=16)
+    spec = PnPNystra(16, 3, 5.0)
+    paper = attention(q, k, v, scale=0.25, spec=spec)
+    zb = torch.zeros(2, 256, 256)
+    zm = torch.zeros_like(mask)
+    for kw in ({"bias": zb}, {"mask": zm}, {"bias": zb, "mask": zm}):
+        out = attention(q, k, v, scale=0.25, spec=spec, **kw)
+        assert (out - paper).abs().max() <= 1e-6 * paper.abs().max(), kw
+
+
+def test_mask_regions_are_independent() -> None:
+    q, k, v, bias, mask = masked_case(ws=16, heads=2, d=16)
+    spec = PnPNystra(16, 6, 0.0)
+    out = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=spec)
+    labels = mask_labels(mask)
+    assert labels is not None
+    w = 3  # the corner window: four regions
+    assert labels[w].unique().numel() == 4
+    other = labels[w] != labels[w, 0]
+    v2 = v.clone()
+    v2[w, :, other] += 10.0  # change values only outside token 0's region
+    out2 = attention(q, k, v2, scale=0.25, bias=bias, mask=mask, spec=spec)
+    inside = ~other
+    assert (out2[w, :, inside] - out[w, :, inside]).abs().max() <= 1e-5 * out.abs().max()
+    assert (out2[w, :, other] - out[w, :, other]).abs().max() > 1.0
+
+
+def test_bias_and_mask_aware_beats_dropping_them() -> None:
+    q, k, v, bias, mask = masked_case(ws=16, heads=2, d=16)
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=mask)
+    spec = PnPNystra(16, 6, None)
+    aware = rel(attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=spec), ref)
+    dropped = rel(paper_attention(q, k, v, scale=0.25, spec=spec, window=None), ref)
+    assert aware < 0.5 * dropped
+    # converged inverse and many landmarks: close to exact attention with bias and mask
+    close = rel(attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(128, 25, None, "matrix")), ref)
+    assert close < 0.02
+
+
+def test_non_region_mask_falls_back_to_exact() -> None:
+    q, k, v, bias, mask = masked_case(ws=8)
+    soft = mask.clone()
+    soft[0, 0, 1] = -1.0  # not a 0/-100 region mask
+    assert mask_labels(soft) is None
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=soft)
+    assert torch.equal(attention(q, k, v, scale=0.25, bias=bias, mask=soft, spec=PnPNystra(16)), ref)
+
+
+def test_guard_recomputes_broken_rows_exactly() -> None:
+    q, k, v, bias, mask = masked_case(ws=8)
+    qs = q * 0.25
+    exact = attention(q, k, v, scale=0.25, bias=bias, mask=mask)
+    out = torch.zeros_like(exact)
+    prod = torch.ones(*exact.shape[:3], exact.shape[-1] + 1)
+    prod[1, 0, 5, -1] = -3.0
+    prod[2, 1, 7, -1] = float("nan")
+    _guard_rows(out, prod, 0, qs, k, v, bias, mask, mask.shape[0])
+    assert torch.allclose(out[1, 0, 5], exact[1, 0, 5], atol=1e-6)
+    assert torch.allclose(out[2, 1, 7], exact[2, 1, 7], atol=1e-6)
+    assert out[0].abs().max() == 0  # healthy rows untouched
+
+
+# ---------------------------------------------------------------- policy and spec validation
+
+
+def test_auto_policy() -> None:
+    cpu = torch.device("cpu")
+    assert not nystrom_pays(64, 16, 30, cpu)
+    assert nystrom_pays(1024, 16, 30, cpu)
+    assert nystrom_pays(4096, 32, 32, cpu)
+    q, k, v, bias, mask = masked_case(ws=8)
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=mask)
+    auto = PnPNystra(16, policy="auto")
+    assert torch.equal(attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=auto), ref)
+    q, k, v = window_qkv(32, 32, 32, 1, 16)
+    assert not torch.equal(attention(q, k, v, scale=0.25, spec=auto), attention(q, k, v, scale=0.25))
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc",
+    [
+        ({"landmarks": 0}, ValueError),
+        ({"iters": -1}, ValueError),
+        ({"landmarks": 2.5}, TypeError),
+        ({"threshold": float("nan")}, ValueError),
+        ({"pinv_init": "global"}, ValueError),
+        ({"policy": "sometimes"}, ValueError),
+    ],
+)
+def test_spec_validation(kwargs: dict, exc: type) -> None:
+    with pytest.raises(exc, match="PnPNystra"):
+        PnPNystra(**kwargs)
+
+
+def test_unknown_spec_and_bad_shapes() -> None:
+    q = torch.zeros(2, 1, 4, 8)
+    with pytest.raises(TypeError, match="attention"):
+        attention(q, q, q, scale=1.0, spec="exact")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="attention"):
+        attention(q, q[:, :, :3], q, scale=1.0)
