@@ -145,7 +145,7 @@ class ModelCache:
             return model
 
     def _build(self, key: ModelKey) -> nn.Module:
-        log.info("loading %s on %s (%s, attention %s)", key.path, key.device, key.dtype, key.attention.spec)
+        log.debug("loading %s on %s (%s, attention %s)", key.path, key.device, key.dtype, key.attention.spec)
         model = self._loader(Path(key.path), dict(key.overrides))
         model = _patch(model, key.attention)
         model = model.to(device=torch.device(key.device), dtype=getattr(torch, key.dtype))
