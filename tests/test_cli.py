@@ -27,10 +27,16 @@ SWINIR_X2 = PARITY / "swinir_classical_x2.pth"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
-def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool = True) -> Path:
-    """n frames of smooth noise (H.264, BT.709 limited range tags) plus a PCM stereo track, 24 fps."""
+SRT = "1\n00:00:00,000 --> 00:00:00,150\nhello\n\n2\n00:00:00,150 --> 00:00:00,300\nworld\n"
+
+
+def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool = True, subs: bool = False) -> Path:
+    """n frames of smooth noise (H.264, BT.709 limited range tags) plus a PCM stereo track (and subtitles), 24 fps."""
     rng = np.random.default_rng(1)
-    with av.open(str(path), "w") as out:
+    srt = path.with_suffix(".srt")
+    srt.write_text(SRT)
+    with av.open(str(path), "w") as out, av.open(str(srt)) as sub_in:
+        out.metadata["title"] = "test archive"
         v = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "10"})
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         ctx = v.codec_context
@@ -38,6 +44,10 @@ def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool
         a = out.add_stream("pcm_s16le", rate=48000) if audio else None
         if a is not None:
             a.layout = "stereo"
+            a.metadata["language"] = "eng"
+        sub = out.add_stream_from_template(sub_in.streams[0]) if subs else None
+        if sub is not None:
+            sub.metadata["language"] = "fra"
         for i in range(n):
             base = rng.random((h // 8, w // 8, 3))
             img = np.kron(base, np.ones((8, 8, 1)))[:h, :w] * 255
@@ -60,6 +70,11 @@ def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool
                     out.mux(p)
             for p in a.encode(None):
                 out.mux(p)
+        if sub is not None:
+            for p in sub_in.demux(sub_in.streams[0]):
+                if p.size:
+                    p.stream = sub
+                    out.mux(p)
     return path
 
 
@@ -77,15 +92,18 @@ def probe(path: Path) -> dict[str, object]:
             "times": [float(f.time) for f in frames],
             "first": frames[0].to_ndarray(format="rgb24"),
         }
-    with av.open(str(path)) as c:
-        aud = [s for s in c.streams if s.type == "audio"]
-        info["audio"] = [(bytes(p), p.pts) for p in c.demux(aud[0]) if p.size] if aud else None
+    for kind in ("audio", "subtitle"):
+        with av.open(str(path)) as c:
+            st = [s for s in c.streams if s.type == kind]
+            info[kind] = [(bytes(p), p.pts) for p in c.demux(st[0]) if p.size] if st else None
+            info[kind + "_tags"] = {k: v for k, v in st[0].metadata.items() if k == "language"} if st else None
+            info["title"] = c.metadata.get("title")
     return info
 
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("in") / "clip.mkv")
+    return make_clip(tmp_path_factory.mktemp("in") / "clip.mkv", subs=True)
 
 
 def _no_partials(folder: Path) -> bool:
@@ -111,6 +129,12 @@ def test_rvrt_denoise_end_to_end(clip: Path, tmp_path: Path, capsys: pytest.Capt
     c = dst_i["colour"]
     assert isinstance(c, Colour) and (c.colorspace, c.color_range, c.color_primaries, c.color_trc) == (1, 1, 1, 1)
     assert src_i["audio"] and dst_i["audio"] == src_i["audio"]  # packets copied byte for byte, same pts
+    assert src_i["subtitle"] and dst_i["subtitle"] == src_i["subtitle"]
+    assert (dst_i["audio_tags"], dst_i["subtitle_tags"], dst_i["title"]) == (
+        {"language": "eng"},
+        {"language": "fra"},
+        "test archive",
+    )
     diff = np.abs(dst_i["first"].astype(int) - src_i["first"].astype(int)).mean()  # type: ignore[union-attr]
     assert diff > 1.0  # the model ran (random fixture weights change the picture)
     assert _no_partials(out)
@@ -145,7 +169,7 @@ class FakeModel:
     def __init__(self, fail_after: int | None = None, exc: type[BaseException] = KeyboardInterrupt) -> None:
         self.fail_after, self.exc, self.calls = fail_after, exc, 0
 
-    def __call__(self, frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    def __call__(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         self.calls += 1
         for i, f in enumerate(frames):
             if self.fail_after is not None and i >= self.fail_after:
@@ -205,17 +229,17 @@ def test_bad_input_reported_batch_continues(
 
 
 def test_frame_converter_matrix_and_roundtrip() -> None:
-    g = torch.linspace(0, 1, 64)
-    t = torch.stack([g.expand(64, 64), g[:, None].expand(64, 64), 0.5 * (g + g[:, None]).clamp(0, 1)])
+    g = np.linspace(0, 1, 64, dtype=np.float32)
+    t = np.stack([np.broadcast_to(g, (64, 64)), np.broadcast_to(g[:, None], (64, 64)), 0.5 * (g + g[:, None])])
     bt709 = FrameConverter(Colour(colorspace=1, color_range=1))
     frame = bt709.to_frame(t, "yuv444p16le", src_size=(64, 64))
     assert (frame.format.name, frame.colorspace, frame.color_range) == ("yuv444p16le", 1, 1)
-    assert (bt709.to_tensor(frame) - t).abs().max() < 2e-3
+    assert np.abs(bt709.to_array(frame) - t).max() < 2e-3
     bt601 = FrameConverter(Colour(colorspace=6, color_range=1))
-    assert (bt601.to_tensor(frame) - t).abs().max() < 2e-3  # the frame's own tag wins over the stream's
+    assert np.abs(bt601.to_array(frame) - t).max() < 2e-3  # the frame's own tag wins over the stream's
     frame.colorspace = 2  # untagged frame: the stream's matrix decides
-    assert (bt601.to_tensor(frame) - t).abs().max() > 0.05
-    assert (bt709.to_tensor(frame) - t).abs().max() < 2e-3
+    assert np.abs(bt601.to_array(frame) - t).max() > 0.05
+    assert np.abs(bt709.to_array(frame) - t).max() < 2e-3
     untagged_sd = Colour().matrix(720, 576)
     assert untagged_sd != Colour().matrix(1920, 1080)
 

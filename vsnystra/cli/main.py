@@ -118,7 +118,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
-    from vsnystra.cli.model import ModelSettings, load
 
     inputs = batch.expand_inputs(args.inputs)
     if not inputs:
@@ -138,6 +137,8 @@ def _restore(args: argparse.Namespace) -> int:
     )
     loaded = None
     if needs_model:
+        from vsnystra.cli.model import ModelSettings, load  # imports torch: only when a model runs
+
         settings = ModelSettings(
             model=args.model,
             attention=args.attention,

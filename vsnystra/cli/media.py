@@ -18,7 +18,6 @@ from fractions import Fraction
 import av
 import av.video.stream
 import numpy as np
-import torch
 from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
@@ -100,15 +99,18 @@ class Colour:
 
 
 class FrameConverter:
-    """Coded frame ⇄ (3, H, W) float32 RGB tensor in [0, 1], one reformatter per direction (reused contexts)."""
+    """Coded frame ⇄ (3, H, W) float32 RGB array in [0, 1], one reformatter per direction (reused contexts).
+
+    numpy, not torch, so that .vpy encodes and ``vsnystra weights`` never pay for importing torch.
+    """
 
     def __init__(self, colour: Colour) -> None:
         self.colour = colour
         self._in = VideoReformatter()
         self._out = VideoReformatter()
 
-    def to_tensor(self, frame: VideoFrame) -> torch.Tensor:
-        """Decode side: frame → RGB float tensor on the CPU."""
+    def to_array(self, frame: VideoFrame) -> np.ndarray:
+        """Decode side: frame → (3, H, W) float32 RGB."""
         if is_rgb_format(frame.format.name):
             rgb = self._in.reformat(frame, format="rgb48le", interpolation=_INTERP)
         else:
@@ -122,18 +124,19 @@ class FrameConverter:
                 interpolation=_INTERP,
             )
         arr = rgb.to_ndarray()  # (H, W, 3) uint16
-        t = torch.from_numpy(arr.astype(np.float32, copy=False))
-        return t.permute(2, 0, 1).contiguous().div_(65535.0)
+        out = np.ascontiguousarray(arr.transpose(2, 0, 1), dtype=np.float32)
+        out *= np.float32(1.0 / 65535.0)
+        return out
 
-    def to_frame(self, t: torch.Tensor, pix_fmt: str, *, src_size: tuple[int, int]) -> VideoFrame:
-        """Encode side: (3, H, W) float tensor → frame in ``pix_fmt`` tagged with the source's colour.
+    def to_frame(self, t: np.ndarray, pix_fmt: str, *, src_size: tuple[int, int]) -> VideoFrame:
+        """Encode side: (3, H, W) float array → frame in ``pix_fmt`` tagged with the source's colour.
 
         ``src_size`` (w, h) picks the default matrix of an untagged source so both directions agree.
         """
         if t.ndim != 3 or t.shape[0] != 3:
             raise ValueError(f"vsnystra restore: expected a (3, H, W) frame from the model, got {tuple(t.shape)}")
-        arr = t.detach().to("cpu", torch.float32).clamp(0.0, 1.0).mul_(65535.0).round_()  # clamp copies
-        hwc = arr.to(torch.int32).permute(1, 2, 0).contiguous().numpy().astype(np.uint16)
+        scaled = np.clip(np.asarray(t, dtype=np.float32), 0.0, 1.0) * np.float32(65535.0)  # new array
+        hwc = np.ascontiguousarray(np.rint(scaled).astype(np.uint16).transpose(1, 2, 0))
         frame = VideoFrame.from_ndarray(hwc, format="rgb48le")
         if is_rgb_format(pix_fmt):
             out = self._out.reformat(frame, format=pix_fmt, interpolation=_INTERP)

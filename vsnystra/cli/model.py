@@ -12,12 +12,17 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
-Restorer = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]
-"""Takes (3, H, W) float32 CPU frames in [0, 1], yields restored (3, sH, sW) float32 CPU frames, same count."""
+Restorer = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
+"""Takes (3, H, W) float32 frames in [0, 1], yields restored (3, sH, sW) float32 frames, same count.
+
+Each model step runs under ``torch.inference_mode`` entered and left around that step only, so no grad-mode
+state leaks into the caller while the generator is suspended.
+"""
 
 ATTENTION_CHOICES = ("exact", "naive", "nystra")
 
@@ -126,11 +131,17 @@ def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
         if value is not None:
             kwargs[name] = value
 
-    def run(frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-        staged = (f.to(device=device, dtype=dtype, non_blocking=True) for f in frames)
-        out = restore_video(model, staged, **kwargs)
-        for y in out:
-            yield y.to("cpu", torch.float32)
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        staged = (torch.from_numpy(f).to(device=device, dtype=dtype, non_blocking=True) for f in frames)
+        with torch.inference_mode():
+            out = iter(restore_video(model, staged, **kwargs))
+        while True:
+            with torch.inference_mode():
+                y = next(out, None)
+                if y is None:
+                    return
+                arr = y.to("cpu", torch.float32).numpy()
+            yield arr
 
     return run
 
@@ -146,9 +157,11 @@ def _image_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
     if s.chunk is not None or s.chunk_overlap is not None:
         log.warning("--chunk/--chunk-overlap are ignored: image models restore frame by frame")
 
-    def run(frames: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
+    def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for f in frames:
-            y = restore_image(model, f.to(device=device, dtype=dtype), **kwargs)
-            yield y.to("cpu", torch.float32)
+            with torch.inference_mode():
+                y = restore_image(model, torch.from_numpy(f).to(device=device, dtype=dtype), **kwargs)
+                arr = y.to("cpu", torch.float32).numpy()
+            yield arr
 
     return run

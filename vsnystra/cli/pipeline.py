@@ -6,6 +6,7 @@ video; video timestamps (pts, time base, frame rate) are carried over frame by f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import runpy
 import sys
@@ -18,23 +19,35 @@ from typing import Any
 
 import av
 import numpy as np
-import torch
 
 from vsnystra.cli.media import Colour, EncodeSettings, FrameConverter, add_video_stream
 
 log = logging.getLogger(__name__)
 
-Restorer = Callable[[Iterable[torch.Tensor]], Iterator[torch.Tensor]]
+Restorer = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
 OnFrame = Callable[[int], None]
 
 COPY_TYPES = ("audio", "subtitle", "data")
+# Tags that describe the old encode and would be wrong on the new file (the muxer writes fresh ones).
+_STALE_TAGS = frozenset({"duration", "encoder", "bps", "number_of_frames", "number_of_bytes", "_statistics_tags"})
+
+
+def _copy_tags(src: Any, dst: Any) -> None:
+    """Copy metadata (title, language, …) and disposition, skipping per-encode statistics."""
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        for k, v in dict(src.metadata).items():
+            if k.lower().split("-")[0] not in _STALE_TAGS and not k.lower().startswith("_statistics"):
+                dst.metadata[k] = v
+    with contextlib.suppress(AttributeError, TypeError, ValueError):
+        if hasattr(src, "disposition") and hasattr(dst, "disposition"):
+            dst.disposition = src.disposition
 
 
 @dataclass
 class Source:
-    """A decoded input: frames as float RGB tensors plus what the encoder must carry over."""
+    """A decoded input: frames as (3, H, W) float32 RGB arrays plus what the encoder must carry over."""
 
-    frames: Iterator[torch.Tensor]
+    frames: Iterator[np.ndarray]
     pts: deque[int | None]  # filled as frames are decoded, consumed as restored frames are encoded
     rate: Fraction
     time_base: Fraction
@@ -43,6 +56,8 @@ class Source:
     total: int | None
     sample_aspect_ratio: Fraction | None
     copy_streams: list[Any]
+    video_stream: Any  # the source video stream (tags to copy), None for .vpy
+    container: Any  # the input container (global tags to copy), None for .vpy
     pending: deque[Any]  # packets of copied streams waiting to be interleaved
     converter: FrameConverter
 
@@ -74,28 +89,30 @@ def _open_av_source(container: av.container.InputContainer) -> Source:
     pts: deque[int | None] = deque()
     pending: deque[Any] = deque()
 
-    def frames() -> Iterator[torch.Tensor]:
+    def frames() -> Iterator[np.ndarray]:
         for packet in container.demux(vin, *copy):
             if packet.stream.index == vin.index:
                 for frame in packet.decode():
                     if isinstance(frame, av.VideoFrame):
                         pts.append(frame.pts)
-                        yield conv.to_tensor(frame)
+                        yield conv.to_array(frame)
             elif packet.dts is not None or packet.pts is not None:
                 pending.append(packet)
 
     return Source(
-        frames(),
-        pts,
-        rate,
-        tb,
-        colour,
-        (vin.width, vin.height),
-        total,
-        _frac(sar) if sar else None,
-        copy,
-        pending,
-        conv,
+        frames=frames(),
+        pts=pts,
+        rate=rate,
+        time_base=tb,
+        colour=colour,
+        size=(vin.width, vin.height),
+        total=total,
+        sample_aspect_ratio=_frac(sar) if sar else None,
+        copy_streams=copy,
+        video_stream=vin,
+        container=container,
+        pending=pending,
+        converter=conv,
     )
 
 
@@ -152,14 +169,26 @@ def _open_vpy_source(script: Path) -> Source:
         fps = Fraction(25)
     pts: deque[int | None] = deque()
 
-    def frames() -> Iterator[torch.Tensor]:
+    def frames() -> Iterator[np.ndarray]:
         for i, f in enumerate(node.frames()):
             arr = np.stack([np.asarray(f[p], dtype=np.float32) for p in range(3)])
             pts.append(i)
-            yield torch.from_numpy(arr)
+            yield arr
 
     return Source(
-        frames(), pts, fps, 1 / fps, colour, (w, h), node.num_frames, None, [], deque(), FrameConverter(colour)
+        frames=frames(),
+        pts=pts,
+        rate=fps,
+        time_base=1 / fps,
+        colour=colour,
+        size=(w, h),
+        total=node.num_frames,
+        sample_aspect_ratio=None,
+        copy_streams=[],
+        video_stream=None,
+        container=None,
+        pending=deque(),
+        converter=FrameConverter(colour),
     )
 
 
@@ -195,7 +224,7 @@ def _run(
 ) -> int:
     if on_start is not None:
         on_start(source.total)
-    frames: Iterator[torch.Tensor] = source.frames if restorer is None else restorer(source.frames)
+    frames: Iterator[np.ndarray] = source.frames if restorer is None else restorer(source.frames)
     pix_fmt = encode.resolved_pix_fmt()
     out_colour = source.colour.for_output(pix_fmt, source.size)
     step = max(1, round(1 / (source.rate * source.time_base)))
@@ -215,36 +244,40 @@ def _run(
                 pkt.stream = omap[pkt.stream.index]
                 out.mux(pkt)
 
-        with torch.inference_mode():
-            for y in frames:
-                if vout is None:
-                    vout = add_video_stream(
-                        out,
-                        encode,
-                        width=int(y.shape[-1]),
-                        height=int(y.shape[-2]),
-                        rate=source.rate,
-                        time_base=source.time_base,
-                        colour=out_colour,
-                        sample_aspect_ratio=source.sample_aspect_ratio,
-                    )
-                    for s in source.copy_streams:
-                        omap[s.index] = out.add_stream_from_template(s)
-                frame = source.converter.to_frame(y, pix_fmt, src_size=source.size)
-                if not source.pts:
-                    raise RuntimeError("the model returned more frames than were decoded")
-                pts = source.pts.popleft()
-                if pts is None or (last_pts is not None and pts <= last_pts):
-                    pts = 0 if last_pts is None else last_pts + step
-                last_pts = pts
-                frame.pts = pts
-                frame.time_base = source.time_base
-                for packet in vout.encode(frame):
-                    out.mux(packet)
-                n += 1
-                mux_pending(pts * source.time_base)
-                if on_frame is not None:
-                    on_frame(n)
+        for y in frames:
+            if vout is None:
+                vout = add_video_stream(
+                    out,
+                    encode,
+                    width=int(y.shape[-1]),
+                    height=int(y.shape[-2]),
+                    rate=source.rate,
+                    time_base=source.time_base,
+                    colour=out_colour,
+                    sample_aspect_ratio=source.sample_aspect_ratio,
+                )
+                for s in source.copy_streams:
+                    omap[s.index] = out.add_stream_from_template(s)
+                    _copy_tags(s, omap[s.index])
+                if source.video_stream is not None:
+                    _copy_tags(source.video_stream, vout)
+                if source.container is not None:
+                    _copy_tags(source.container, out)
+            frame = source.converter.to_frame(y, pix_fmt, src_size=source.size)
+            if not source.pts:
+                raise RuntimeError("the model returned more frames than were decoded")
+            pts = source.pts.popleft()
+            if pts is None or (last_pts is not None and pts <= last_pts):
+                pts = 0 if last_pts is None else last_pts + step
+            last_pts = pts
+            frame.pts = pts
+            frame.time_base = source.time_base
+            for packet in vout.encode(frame):
+                out.mux(packet)
+            n += 1
+            mux_pending(pts * source.time_base)
+            if on_frame is not None:
+                on_frame(n)
         if vout is None:
             raise ValueError("no video frames were decoded")
         if source.pts:
