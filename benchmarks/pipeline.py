@@ -1,0 +1,154 @@
+"""Overhead of the VapourSynth layer: frames per second through nystra.* (in-process get_frame) vs the model.
+
+Baseline ("direct"): the same model object called by restore_image / restore_video on the same frames, already in
+memory as tensors. "VapourSynth": the same frames served by a VapourSynth clip, pulled through
+vsnystra.vs.filters.<Filter> with get_frame (frame -> tensor conversion, chunk cache, tensor -> frame, props).
+Both sides share one model instance (the filter's model cache), run in the same process, alternate ABAB over
+``--repeats`` rounds, and the median round is reported, so machine noise hits both alike.
+
+    .venv/bin/python benchmarks/pipeline.py                      # all three models, markdown table on stdout
+    .venv/bin/python benchmarks/pipeline.py --models swinir --frames 8 --repeats 3 --threads 2
+    .venv/bin/python benchmarks/pipeline.py --half-precision     # CPU RGBH: bf16 vs fp32 accuracy and speed
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import vapoursynth as vs
+
+from vsnystra.runtime.cache import AttentionSetting, default_cache
+from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.video import restore_video
+from vsnystra.vs import filters
+from vsnystra.vs.frames import tensor_to_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+PARITY = ROOT.parent / "shared" / "fixtures" / "parity"
+CASES = {
+    # name: (filter, checkpoint, width, height, extra filter kwargs)
+    "swinir": ("SwinIR", "swinir_classical_x2.pth", 128, 96, {}),
+    "uformer": ("Uformer", "uformer_b_small.pth", 128, 128, {}),
+    "rvrt": ("RVRT", "rvrt_sr_small.pth", 64, 48, {"chunk": 4, "chunk_overlap": 2}),
+}
+
+
+def make_frames(n: int, w: int, h: int) -> torch.Tensor:
+    g = torch.from_numpy(np.random.default_rng(0).random((n, 3, h // 4, w // 4), dtype=np.float32))
+    return torch.nn.functional.interpolate(g, size=(h, w), mode="bilinear", align_corners=False).contiguous()
+
+
+def clip_of(frames: torch.Tensor) -> vs.VideoNode:
+    """A clip serving the given tensors (what a source filter would deliver)."""
+    n, _, h, w = frames.shape
+    blank = vs.core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n, keep=True)
+    return vs.core.std.ModifyFrame(blank, blank, lambda n, f: tensor_to_frame(frames[n], f))
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
+    func, ckpt, w, h, extra = CASES[name]
+    path = PARITY / ckpt
+    frames = make_frames(n_frames, w, h)
+    clip = clip_of(frames)
+    kw = {"model": str(path), "attention": "exact", "device": "cpu", **extra}
+    model = default_cache().get(path, device=torch.device("cpu"), attention=AttentionSetting())
+
+    def direct() -> None:
+        with torch.no_grad():
+            if func == "RVRT":
+                restore_video(model, frames, chunk=extra["chunk"], chunk_overlap=extra["chunk_overlap"])
+            else:
+                for i in range(n_frames):
+                    restore_image(model, frames[i])
+
+    def through_vs() -> None:
+        out = getattr(filters, func)(clip, **kw)  # a fresh node: nothing cached from the previous round
+        for i in range(n_frames):
+            out.get_frame(i)
+
+    direct()  # warm-up (allocator, lazy inits)
+    through_vs()
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(timed(direct))
+        b.append(timed(through_vs))
+    ta, tb = statistics.median(a), statistics.median(b)
+    return {
+        "model": f"{func} ({ckpt})",
+        "frames": n_frames,
+        "direct_fps": n_frames / ta,
+        "vs_fps": n_frames / tb,
+        "overhead": tb / ta - 1.0,
+        "rounds": repeats,
+    }
+
+
+def half_precision(repeats: int) -> list[str]:
+    """CPU policy for RGBH: accuracy and speed of bf16 compute vs fp32 on the SwinIR and Uformer fixtures."""
+    rows = [
+        "| model | max abs diff bf16 vs fp32 | PSNR bf16 vs fp32 (dB) | fp32 s/frame | bf16 s/frame |",
+        "|---|---|---|---|---|",
+    ]
+    for name in ("swinir", "uformer"):
+        _, ckpt, w, h, _ = CASES[name]
+        x = make_frames(1, w, h)[0].half().float()  # an RGBH frame
+        m32 = default_cache().get(PARITY / ckpt, device=torch.device("cpu"), dtype=torch.float32)
+        m16 = default_cache().get(PARITY / ckpt, device=torch.device("cpu"), dtype=torch.bfloat16)
+        with torch.no_grad():
+            y32 = restore_image(m32, x)
+            y16 = restore_image(m16, x.bfloat16()).float()
+            t32 = statistics.median(timed(partial(restore_image, m32, x)) for _ in range(repeats))
+            t16 = statistics.median(timed(partial(restore_image, m16, x.bfloat16())) for _ in range(repeats))
+        diff = (y16 - y32).abs().max().item()
+        mse = ((y16 - y32) ** 2).mean().item()
+        psnr = 10 * np.log10(1.0 / max(mse, 1e-20))
+        rows.append(f"| {name} ({ckpt}) | {diff:.4f} | {psnr:.1f} | {t32:.3f} | {t16:.3f} |")
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="swinir,uformer,rvrt")
+    p.add_argument("--frames", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both sides)")
+    p.add_argument("--vs-threads", type=int, default=2, help="VapourSynth core threads")
+    p.add_argument("--half-precision", action="store_true", help="measure the CPU RGBH policy instead")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    vs.core.num_threads = args.vs_threads
+    print(
+        f"CPU, torch {torch.__version__}, {args.threads} torch thread(s), "
+        f"VapourSynth R{vs.core.core_version.release_major}, "
+        f"{args.vs_threads} VS thread(s); median of {args.repeats} alternating rounds\n"
+    )
+    if args.half_precision:
+        print("\n".join(half_precision(args.repeats)))
+        return
+    print("| model | input | frames | direct fps (baseline) | VapourSynth fps | VS overhead vs direct |")
+    print("|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        r = bench(name.strip(), args.frames, args.repeats)
+        _, _, w, h, _ = CASES[name.strip()]
+        print(
+            f"| {r['model']} | {w}x{h} | {r['frames']} | {r['direct_fps']:.3f} | {r['vs_fps']:.3f} | "
+            f"{100 * r['overhead']:+.1f} % |",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
