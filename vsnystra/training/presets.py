@@ -76,7 +76,7 @@ PRESETS: dict[str, Preset] = {
         task="denoise",
         kwargs={
             "img_size": 128,
-            "embed_dim": 12,
+            "embed_dim": 8,
             "depths": [1, 2, 2, 2, 2, 2, 2, 2, 1],
             "num_heads": [1, 2, 4, 8, 16, 16, 8, 4, 2],
             "win_size": 8,
@@ -88,7 +88,7 @@ PRESETS: dict[str, Preset] = {
         },
         patch=128,
         batch=4,
-        lr=8e-4,
+        lr=1e-3,
         per_folder=12,
     ),
     "rvrt-denoise-small": Preset(
