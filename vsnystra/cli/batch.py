@@ -106,6 +106,7 @@ def run_batch(
     container_format: str | None = None,
     overwrite: bool = False,
     stream: TextIO | None = None,
+    progress: bool = True,
 ) -> Summary:
     """Restore every input; returns the summary. KeyboardInterrupt is recorded and re-raised after cleanup."""
     summary = Summary()
@@ -131,7 +132,17 @@ def run_batch(
                 log.info("%s: skipped, %s exists", label, final)
                 summary.skipped.append(src)
                 continue
-            summary.frames += _one(src, final, label, restorer_for, encode, container_format, stream, summary)
+            summary.frames += _one(
+                src,
+                final,
+                label,
+                restorer_for,
+                encode,
+                container_format,
+                stream if progress else None,
+                summary,
+                progress,
+            )
     except KeyboardInterrupt:
         summary.interrupted = True
         raise
@@ -149,6 +160,7 @@ def _one(
     container_format: str | None,
     stream: TextIO | None,
     summary: Summary,
+    progress: bool = True,
 ) -> int:
     if not src.is_file():
         summary.failed.append((src, "no such file"))
@@ -161,7 +173,8 @@ def _one(
 
     def on_start(total: int | None) -> None:
         nonlocal bar
-        bar = ProgressBar(label, total, stream=stream)
+        if progress:
+            bar = ProgressBar(label, total, stream=stream)
 
     def on_frame(n: int) -> None:
         if bar is not None:

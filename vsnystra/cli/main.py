@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="vsnystra", description="RVRT / SwinIR / Uformer restoration with PnP-Nystra.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
-    p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary (no progress)")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("restore", help="restore video files or .vpy scripts", epilog=MATRIX_HELP)
@@ -174,6 +174,7 @@ def _restore(args: argparse.Namespace) -> int:
                 suffix=suffix,
                 tag=tag,
                 overwrite=args.overwrite,
+                progress=not args.quiet,
             )
     except KeyboardInterrupt:
         sys.stderr.write("vsnystra restore: interrupted; unfinished outputs removed, rerun to continue\n")
@@ -218,7 +219,7 @@ def _weights(args: argparse.Namespace) -> int:
         entry = weights.OFFICIAL[name]
         bar = ProgressBar(name, None, unit="bytes")
         try:
-            path = weights.download(entry, force=args.force, progress=bar.set)
+            path = weights.download(entry, force=args.force, progress=None if args.quiet else bar.set)
         except weights.DownloadError as e:
             log.error("%s", e)
             failed += 1
@@ -240,7 +241,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(args.verbose, args.quiet)
     if args.command == "restore":
         return _restore(args)
-    return _weights(args)
+    try:
+        return _weights(args)
+    except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
