@@ -170,3 +170,22 @@ def test_import_file(tmp_path: Path) -> None:
     with pytest.raises(weights.ChecksumError):
         weights.import_file(w, src, dest_dir=dest)
     assert not (dest / "Uformer_B_GoPro.pth").exists()
+
+
+def test_cli_download_then_resolve(
+    server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from vsnystra import zoo
+    from vsnystra.cli.main import main
+
+    base, _ = server
+    monkeypatch.setenv(weights.BASE_URL_ENV, base)
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setitem(weights.OFFICIAL, "test-model", _entry("https://unused.invalid"))
+    with pytest.raises(zoo.ModelNotFoundError, match="vsnystra weights download test-model"):
+        zoo.resolve_model("test-model")
+    assert main(["weights", "download", "test-model"]) == 0
+    assert zoo.resolve_model("test-model") == tmp_path / "model.pth"
+    assert "test-model" in capsys.readouterr().err  # progress goes to stderr
+    assert main(["weights", "download", "test-model", "rvrt-denoise-davis"]) == 1  # second one: 404 on loopback
+    assert not (tmp_path / weights.OFFICIAL["rvrt-denoise-davis"].file).exists()

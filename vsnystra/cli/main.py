@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     r.add_argument("--half", action="store_true", help="half-precision compute (fp16 on CUDA)")
-    r.add_argument("--tile", type=_ints, help="spatial tile (image models: 256; RVRT: T,H,W)")
-    r.add_argument("--tile-overlap", type=_ints, help="tile overlap")
+    r.add_argument("--tile", type=_ints, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
+    r.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels")
     r.add_argument("--chunk", type=int, help="RVRT: frames per temporal chunk")
     r.add_argument("--chunk-overlap", type=int, help="RVRT: frames shared by neighbouring chunks")
     r.add_argument("--codec", choices=sorted(CODECS), default="x265", help="x265 (default), x264, ffv1 (lossless)")
@@ -155,8 +155,9 @@ def _restore(args: argparse.Namespace) -> int:
         )
         try:
             loaded = load(settings)
-        except (ValueError, TypeError, KeyError, FileNotFoundError, RuntimeError) as e:
-            log.error("%s", e)
+        except Exception as e:  # a model that cannot load is a configuration error for the whole batch
+            log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
+            log.debug("traceback", exc_info=True)
             return EXIT_USAGE
     restorer = loaded.restorer if loaded is not None else None
 

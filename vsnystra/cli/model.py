@@ -39,7 +39,7 @@ class ModelSettings:
     device: str = "auto"
     half: bool = False
     tile: tuple[int, ...] | None = None
-    tile_overlap: tuple[int, ...] | None = None
+    tile_overlap: int | None = None
     chunk: int | None = None
     chunk_overlap: int | None = None
     sigma: float | None = None
@@ -121,10 +121,11 @@ def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
     from vsnystra.runtime.video import restore_video
 
     kwargs: dict[str, Any] = {}
+    tile = s.tile[::-1] if s.tile is not None and len(s.tile) == 2 else s.tile  # CLI W,H → restore_video (h, w)
     for name, value in (
         ("chunk", s.chunk),
         ("chunk_overlap", s.chunk_overlap),
-        ("tile", s.tile),
+        ("tile", _one_or_tuple(tile)),
         ("tile_overlap", s.tile_overlap),
         ("sigma", s.sigma if getattr(model.info, "needs_sigma", False) else None),
     ):
@@ -151,9 +152,9 @@ def _image_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
 
     kwargs: dict[str, Any] = {}
     if s.tile is not None:
-        kwargs["tile"] = _one_or_tuple(s.tile)
+        kwargs["tile"] = _one_or_tuple(s.tile)  # CLI W,H = restore_image's (w, h)
     if s.tile_overlap is not None:
-        kwargs["tile_overlap"] = _one_or_tuple(s.tile_overlap)
+        kwargs["tile_overlap"] = s.tile_overlap
     if s.chunk is not None or s.chunk_overlap is not None:
         log.warning("--chunk/--chunk-overlap are ignored: image models restore frame by frame")
 
