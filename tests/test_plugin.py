@@ -7,11 +7,13 @@ Needs the plugin installed in the venv (scripts/setup.sh). Most tests swap in a 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
 import threading
 import types
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,56 @@ def test_plugin_works_in_a_recreated_core(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 0 and "both cores OK" in proc.stderr, proc.stderr
+
+
+def test_shim_links_neither_python_nor_vapoursynth(tmp_path: Path) -> None:
+    out = build_shim.build_plugin(tmp_path / "nystra")
+    library = out / "libnystra.so"
+    dynamic = subprocess.run(["readelf", "-d", str(library)], capture_output=True, text=True, check=True).stdout
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dynamic))
+    assert needed and needed <= {"libc.so.6", "ld-linux-x86-64.so.2", "libdl.so.2", "libpthread.so.0"}, needed
+    symbols = subprocess.run(
+        ["nm", "-D", "--defined-only", str(library)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert [s for s in symbols if not re.fullmatch(r"[0-9a-fA-F]+|[A-Za-z]", s)] == ["VapourSynthPluginInit2"]
+    assert (out / "manifest.vs").read_text() == "[VapourSynth Manifest V1]\nlibnystra\n"
+
+
+def test_wheel_carries_the_plugin(tmp_path: Path) -> None:
+    """`pip install .` path: the wheel built by setup.py holds the shim where VapourSynth autoloads it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), "."],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (wheel,) = tmp_path.glob("vsnystra-*.whl")
+    assert wheel.name.endswith(("-py3-none-linux_x86_64.whl", "-py3-none-linux_aarch64.whl")), wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        assert {"vapoursynth/plugins/nystra/libnystra.so", "vapoursynth/plugins/nystra/manifest.vs"} <= names
+        assert "vsnystra/vs/bridge.py" in names
+        assert not any(n.startswith("vapoursynth/") and "nystra" not in n for n in names), "touches vapoursynth"
+
+
+def test_fd_guard_keeps_native_writes_off_stdout() -> None:
+    code = textwrap.dedent(
+        """
+        import os
+        from vsnystra.vs.bridge import fd_stdout_to_stderr, python_stdout_to_stderr
+        os.write(1, b"before;")
+        with fd_stdout_to_stderr():
+            os.write(1, b"native-inside;")
+            print("python-inside", flush=True)
+        with python_stdout_to_stderr():
+            print("guarded-print")
+        os.write(1, b"after;")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"before;after;"
+    assert b"native-inside;" in proc.stderr and b"python-inside" in proc.stderr and b"guarded-print" in proc.stderr
