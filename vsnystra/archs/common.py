@@ -119,7 +119,8 @@ class MaskCache:
         if hit is not None:
             self._store.move_to_end(key)
             return hit
-        mask = shift_mask(h, w, window, shift, device=device, dtype=dtype)
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor even if built under inference_mode
+            mask = shift_mask(h, w, window, shift, device=device, dtype=dtype)
         self._store[key] = mask
         while len(self._store) > self.maxsize:
             self._store.popitem(last=False)
@@ -159,12 +160,20 @@ class RelativeBiasCache:
         key = (window, table.device, dtype, table.data_ptr(), table._version)
         if not recording and key == self._key and self._value is not None:
             return self._value
+        if recording:
+            return self._build(table, index, trained, window, dtype)
+        with torch.inference_mode(False), torch.no_grad():  # cached values stay normal (versioned) tensors
+            bias = self._build(table, index, trained, window, dtype)
+        self._key, self._value = key, bias
+        return bias
+
+    @staticmethod
+    def _build(
+        table: torch.Tensor, index: torch.Tensor, trained: tuple[int, int], window: tuple[int, int], dtype: torch.dtype
+    ) -> torch.Tensor:
         if window == trained:
             bias = gather_bias(table, index)
         else:
             resized = resize_bias_table(table, trained, window)
             bias = gather_bias(resized, relative_position_index(window).to(table.device))
-        bias = bias.to(dtype)
-        if not recording:
-            self._key, self._value = key, bias
-        return bias
+        return bias.to(dtype)

@@ -188,8 +188,7 @@ class LeWinBlock(nn.Module):
         else:
             raise ValueError(f"Uformer: token_mlp must be 'leff' or 'mlp', got {token_mlp!r}")
         self._masks = masks
-        self._mod_key: tuple[object, ...] | None = None
-        self._mod_value: torch.Tensor | None = None
+        self._mod_cache: dict[str, Any] = {}  # plain dict: a cached tensor must never register as a parameter
         self.spec: AttentionSpec = Exact()
         self.use_bias = True
         self.use_mask = True
@@ -214,17 +213,14 @@ class LeWinBlock(nn.Module):
         weight = self.modulator.weight
         grad = torch.is_grad_enabled() and weight.requires_grad
         key = (ws, weight.device, dtype, weight.data_ptr(), weight._version)
-        if not grad and key == self._mod_key and self._mod_value is not None:
-            return self._mod_value
-        side = math.isqrt(weight.shape[0])
-        if ws == side:
-            value = weight.to(dtype)
-        else:
-            grid = weight.detach().float().T.reshape(1, -1, side, side)
-            grid = F.interpolate(grid, size=(ws, ws), mode="bicubic", align_corners=False)
-            value = grid.reshape(weight.shape[1], ws * ws).T.to(dtype).contiguous()
-        if not grad:
-            self._mod_key, self._mod_value = key, value
+        if not grad and self._mod_cache.get("key") == key:
+            value: torch.Tensor = self._mod_cache["value"]
+            return value
+        if grad:
+            return _resize_modulator(weight, ws, dtype)
+        with torch.inference_mode(False), torch.no_grad():
+            value = _resize_modulator(weight.detach(), ws, dtype)
+        self._mod_cache.update(key=key, value=value)
         return value
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -245,6 +241,16 @@ class LeWinBlock(nn.Module):
             y = torch.roll(y, shifts=(s, s), dims=(1, 2))
         x = shortcut + y.reshape(b, h * w, c)
         return x + self.mlp(self.norm2(x), size)
+
+
+def _resize_modulator(weight: torch.Tensor, ws: int, dtype: torch.dtype) -> torch.Tensor:
+    """(side², C) embedding seen as a side x side grid per channel, resized bicubically to ws x ws."""
+    side = math.isqrt(weight.shape[0])
+    if ws == side:
+        return weight.to(dtype)
+    grid = weight.detach().float().T.reshape(1, -1, side, side)
+    grid = F.interpolate(grid, size=(ws, ws), mode="bicubic", align_corners=False)
+    return grid.reshape(weight.shape[1], ws * ws).T.to(dtype).contiguous()
 
 
 class BasicUformerLayer(nn.Module):

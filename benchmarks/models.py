@@ -1,0 +1,209 @@
+"""Speed of full-size SwinIR-M x2 and Uformer-B on one real image, five attention settings side by side.
+
+    .venv/bin/python benchmarks/models.py                         # 256x256, fp32 and bf16, both models
+    .venv/bin/python benchmarks/models.py --quick                 # 128x128, fp32 only
+    .venv/bin/python benchmarks/models.py --arch swinir --size 192 --dtype bf16 --reps 2
+    .venv/bin/python benchmarks/models.py --bias-study            # + bias keep vs drop at the enlarged window
+
+Settings (random weights, the architecture decides the cost):
+  a  Naive at the trained window (upstream's formulation: the stock model)
+  b  Exact (fused SDPA) at the trained window
+  c  PnP-Nystra at the trained window (bias and mask kept)
+  d  Exact at the paper's enlarged window (SwinIR 32, Uformer 64), bias and mask dropped as the research code
+  e  PnP-Nystra at the enlarged window (SwinIR m 16, 2 iters, t 5; Uformer m 32, 6 iters, t 0), bias/mask dropped
+Ratios: a/b (what Exact saves over the stock model), b/c, d/e (the paper's speed-up: SwinIR x2 2.2x, Uformer 3.65x
+on CPU). Each time is the median of --reps forwards after one warm-up; results are appended to
+benchmarks/results/models.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vsnystra.archs.patch import patch_attention  # noqa: E402
+from vsnystra.archs.swinir import SwinIR  # noqa: E402
+from vsnystra.archs.uformer import Uformer  # noqa: E402
+from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+BABY = SHARED / "data" / "images" / "Set5" / "HR" / "baby.png"
+PARITY = SHARED / "fixtures" / "parity"
+RESULTS = ROOT / "benchmarks" / "results" / "models.md"
+
+PAPER = {
+    "swinir": (32, PnPNystra(landmarks=16, iters=2, threshold=5.0)),
+    "uformer": (64, PnPNystra(landmarks=32, iters=6, threshold=0.0)),
+}
+
+
+def build(arch: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if arch == "swinir":  # 001 classicalSR DF2K s64w8 SwinIR-M x2
+        model: torch.nn.Module = SwinIR(
+            img_size=64,
+            embed_dim=180,
+            depths=[6] * 6,
+            num_heads=[6] * 6,
+            window_size=8,
+            mlp_ratio=2.0,
+            upscale=2,
+            upsampler="pixelshuffle",
+        )
+    else:  # Uformer_B, img_size 128 as the official test builds it
+        model = Uformer(img_size=128, embed_dim=32, depths=[1, 2, 8, 8, 2, 8, 8, 2, 1], win_size=8)
+    with torch.no_grad():  # random weights with some spread so attention is not uniform
+        for name, p in model.named_parameters():
+            if "relative_position_bias_table" in name or name.endswith("qkv.weight") or "to_q" in name:
+                p.normal_(0, 0.5 if "table" in name else 0.05)
+    return model.eval()
+
+
+def baby(size: int) -> torch.Tensor:
+    with Image.open(BABY) as im:
+        rgb = np.array(im.convert("RGB"), dtype=np.float32) / 255.0
+    top = (rgb.shape[0] - size) // 2
+    left = (rgb.shape[1] - size) // 2
+    return torch.from_numpy(rgb[top : top + size, left : left + size]).permute(2, 0, 1)[None].contiguous()
+
+
+def settings(arch: str) -> list[tuple[str, Callable[[torch.nn.Module], object]]]:
+    window, spec = PAPER[arch]
+    drop = {"bias": "drop", "mask": "drop"} | ({"modulator": "drop"} if arch == "uformer" else {})
+    return [
+        ("a Naive, trained window", lambda m: patch_attention(m, Naive())),
+        ("b Exact, trained window", lambda m: patch_attention(m, Exact())),
+        ("c PnP-Nystra, trained window", lambda m: patch_attention(m, spec)),
+        (f"d Exact, window {window}, no bias/mask", lambda m: patch_attention(m, Exact(), window=window, **drop)),
+        (f"e PnP-Nystra, window {window}, no bias/mask", lambda m: patch_attention(m, spec, window=window, **drop)),
+    ]
+
+
+def timed(model: torch.nn.Module, x: torch.Tensor, reps: int, warmup: bool) -> float:
+    with torch.inference_mode():
+        if warmup:
+            model(x)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def run(arch: str, dtype: torch.dtype, size: int, reps: int, warmup: bool) -> list[str]:
+    model = build(arch).to(dtype)
+    x = baby(size).to(dtype)
+    ms: list[float] = []
+    rows = []
+    for label, apply in settings(arch):
+        apply(model)
+        ms.append(timed(model, x, reps, warmup))
+        rows.append(f"| {arch} | {str(dtype).removeprefix('torch.')} | {size}² | {label} | {ms[-1]:.0f} |")
+        print(rows[-1], flush=True)
+    a, b, c, d, e = ms
+    summary = (
+        f"| {arch} | {str(dtype).removeprefix('torch.')} | {size}² | **ratios** a/b = {a / b:.2f}, "
+        f"b/c = {b / c:.2f}, d/e = {d / e:.2f} | |"
+    )
+    print(summary, flush=True)
+    return [*rows, summary]
+
+
+def bias_study(size: int) -> list[str]:
+    """Deviation from the trained-window output when the window is enlarged: bias interpolated vs dropped.
+
+    Uses the small fixture checkpoints (seeded random weights) on a real image; a trained model would be the real
+    test, so this only shows how much the interpolated bias changes the computation relative to dropping it.
+    """
+    from vsnystra.archs.registry import load_model
+    from vsnystra.runtime.image import restore_image
+
+    rows = []
+    for name, arch in (("swinir_classical_x2.pth", "swinir"), ("uformer_b_small.pth", "uformer")):
+        window, spec = PAPER[arch]
+        model = load_model(PARITY / name)
+        x = baby(size)[0]
+        ref = restore_image(model, x)
+        for bias in ("keep", "drop"):
+            for sname, s in (("Exact", Exact()), ("PnP-Nystra", spec)):
+                extra = {"modulator": bias} if arch == "uformer" else {}
+                patch_attention(model, s, window=window, bias=bias, mask="drop", **extra)
+                out = restore_image(model, x)
+                mse = float(((out - ref) ** 2).mean())
+                psnr = 10 * np.log10(float(ref.max() - ref.min()) ** 2 / max(mse, 1e-20))
+                rows.append(
+                    f"| {arch} (fixture weights) | {size}² | {sname}, window {window}, bias {bias}"
+                    f"{', modulator ' + bias if arch == 'uformer' else ''} | "
+                    f"{(out - ref).abs().max():.4f} | {psnr:.2f} |"
+                )
+                print(rows[-1], flush=True)
+        patch_attention(model, Exact())
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=["swinir", "uformer", "both"], default="both")
+    ap.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up forward (full-size SwinIR is slow)")
+    ap.add_argument("--quick", action="store_true", help="128x128, fp32 only")
+    ap.add_argument("--bias-study", action="store_true")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    if args.quick:
+        args.size, args.dtype = 128, "fp32"
+    archs = ["swinir", "uformer"] if args.arch == "both" else [args.arch]
+    dtypes = {"fp32": [torch.float32], "bf16": [torch.bfloat16], "both": [torch.float32, torch.bfloat16]}[args.dtype]
+    head = [
+        "",
+        f"### {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: `benchmarks/models.py "
+        f"{' '.join(sys.argv[1:])}`",
+        "",
+        f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+        f"Set5 'baby' centre crop, random weights, median of {args.reps} forward(s)"
+        f"{'' if args.no_warmup else ' after 1 warm-up'}. Baselines: a/b vs Naive (stock), b/c and d/e vs Exact.",
+        "",
+        "| model | dtype | input | setting | ms |",
+        "|---|---|---|---|---|",
+    ]
+    print("\n".join(head), flush=True)
+    lines = list(head)
+    for arch in archs:
+        for dtype in dtypes:
+            lines += run(arch, dtype, args.size, args.reps, not args.no_warmup)
+    if args.bias_study:
+        study = [
+            "",
+            "Enlarged window without retraining: deviation from the trained-window Exact output "
+            "(fixture checkpoints, seeded random weights), bias table interpolated bicubically (keep) vs dropped.",
+            "",
+            "| model | input | setting | max abs dev | PSNR vs trained window (dB) |",
+            "|---|---|---|---|---|",
+        ]
+        print("\n".join(study), flush=True)
+        lines += study + bias_study(min(args.size, 128))
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
