@@ -330,3 +330,45 @@ def test_fd_guard_keeps_native_writes_off_stdout() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == b"before;after;"
     assert b"native-inside;" in proc.stderr and b"python-inside" in proc.stderr and b"guarded-print" in proc.stderr
+
+
+C_HOST = r"""
+#include <dlfcn.h>
+#include <stdio.h>
+#include "VapourSynth4.h"
+int main(int argc, char **argv) {
+    void *lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+    if (!lib) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 2; }
+    const VSAPI *(*get)(int) = (const VSAPI *(*)(int))dlsym(lib, "getVapourSynthAPI");
+    const VSAPI *api = get(VAPOURSYNTH_API_VERSION);
+    VSCore *core = api->createCore(0);
+    VSPlugin *std = api->getPluginByNamespace("std", core);
+    VSPlugin *ny = api->getPluginByNamespace("nystra", core);
+    if (!ny) { fprintf(stderr, "nystra not autoloaded\n"); return 3; }
+    VSMap *args = api->createMap();
+    api->mapSetInt(args, "format", pfRGBS, maReplace);
+    VSMap *blank = api->invoke(std, "BlankClip", args);
+    VSMap *res = api->invoke(ny, "SwinIR", blank);
+    const char *err = api->mapGetError(res);
+    printf("%s\n", err ? err : "NO ERROR");
+    api->freeMap(res); api->freeMap(blank); api->freeMap(args);
+    api->freeCore(core);
+    return 0;
+}
+"""
+
+
+def test_host_without_python_gets_a_clear_error(tmp_path: Path) -> None:
+    """A pure C host (no libpython in the process) autoloads the plugin; calling it is an error, not a crash."""
+    import vapoursynth
+
+    source = tmp_path / "host.c"
+    source.write_text(C_HOST)
+    host = tmp_path / "host"
+    subprocess.run(
+        ["cc", "-O0", f"-I{vapoursynth.get_include()}", str(source), "-o", str(host), "-ldl"], check=True, timeout=60
+    )
+    library = Path(vapoursynth.__file__).parent / "libvapoursynth.so.4"
+    proc = subprocess.run([str(host), str(library)], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "nystra.SwinIR: the CPython symbol Py_IsInitialized is not loaded in this process" in proc.stdout
