@@ -40,6 +40,24 @@ find_python() {
     return 1
 }
 
+# 0. system packages when missing: ffmpeg + x265 (the demo's encoders), a C compiler (the native shim)
+missing=()
+command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+command -v x265 >/dev/null 2>&1 || missing+=(x265)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+if [[ ${#missing[@]} -gt 0 ]]; then
+    SUDO=""
+    if [[ "$(id -u)" != 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]} and not root; fix: apt-get install ${missing[*]} as root"
+        SUDO="sudo -n"
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and no apt-get; fix: install them with your package manager"
+    say "installing Debian packages: ${missing[*]}"
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 >&2
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0 \
+        --no-install-recommends "${missing[@]}" >&2
+fi
+
 # 1. virtual environment
 if [[ -x "$VENV/bin/python" ]] && is_good_python "$VENV/bin/python"; then
     say "reusing $VENV ($("$VENV/bin/python" -V 2>&1))"
@@ -57,20 +75,6 @@ say "installing vsnystra[dev] (editable) into $VENV"
 # 3. the native shim, into the venv's VapourSynth plugin folder (editable installs do not run the wheel build step)
 say "building the native shim"
 "$VPY" -m vsnystra.vs.build_shim --install
-
-# 4. ffmpeg and x265 (Debian packages) when missing
-if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v x265 >/dev/null 2>&1; then
-    SUDO=""
-    if [[ "$(id -u)" != 0 ]]; then
-        command -v sudo >/dev/null 2>&1 || die "ffmpeg/x265 missing and not root; fix: apt-get install ffmpeg x265 as root"
-        SUDO="sudo -n"
-    fi
-    command -v apt-get >/dev/null 2>&1 || die "ffmpeg/x265 missing and no apt-get; fix: install ffmpeg and x265 with your package manager"
-    say "installing ffmpeg and x265 from Debian packages"
-    APT_OPTS=(-y -q -o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0)
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 >&2
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install "${APT_OPTS[@]}" --no-install-recommends ffmpeg x265 >&2
-fi
 
 # 5. tell libvsscript which Python to use, so .venv/bin/vspipe works without activating the venv
 say "configuring VapourSynth for $VPY"
