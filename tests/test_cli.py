@@ -188,12 +188,18 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
     return m
 
 
-def test_interrupt_leaves_no_final_file(clip: Path, tmp_path: Path, fake: FakeModel) -> None:
+def test_interrupt_leaves_no_final_file(
+    clip: Path, tmp_path: Path, fake: FakeModel, capsys: pytest.CaptureFixture[str]
+) -> None:
     fake.fail_after = 3
-    rc = cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--codec", "ffv1"])
+    other = tmp_path / "other.mkv"
+    other.write_bytes(clip.read_bytes())
+    rc = cli_main.main(["restore", str(clip), str(other), "-o", str(tmp_path / "o"), "--codec", "ffv1"])
     assert rc == 130
-    assert not (tmp_path / "clip.mkv").exists()
-    assert _no_partials(tmp_path)
+    assert not (tmp_path / "o" / "clip.mkv").exists()
+    assert _no_partials(tmp_path / "o")
+    assert fake.calls == 1  # the batch stopped: the second file was not started
+    assert "(interrupted)" in capsys.readouterr().err
 
 
 def test_rerun_skips_finished_outputs(

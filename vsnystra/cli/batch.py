@@ -108,7 +108,8 @@ def run_batch(
     stream: TextIO | None = None,
     progress: bool = True,
 ) -> Summary:
-    """Restore every input; returns the summary. KeyboardInterrupt is recorded and re-raised after cleanup."""
+    """Restore every input; returns the summary. Ctrl-C (or SIGTERM via the CLI) stops the batch after cleanup
+    and is recorded in ``summary.interrupted``."""
     summary = Summary()
     start = time.monotonic()
     if out_dir is not None:
@@ -143,9 +144,8 @@ def run_batch(
                 summary,
                 progress,
             )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # the current file's temporary output is already removed; report, don't raise
         summary.interrupted = True
-        raise
     finally:
         summary.seconds = time.monotonic() - start
     return summary

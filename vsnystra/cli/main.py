@@ -177,10 +177,12 @@ def _restore(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite,
                 progress=not args.quiet,
             )
-    except KeyboardInterrupt:
-        sys.stderr.write("vsnystra restore: interrupted; unfinished outputs removed, rerun to continue\n")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:  # a second Ctrl-C while cleaning up
+        summary.interrupted = True
     sys.stderr.write(summary.render() + "\n")
+    if summary.interrupted:
+        sys.stderr.write("vsnystra restore: interrupted; the unfinished output was removed, rerun to continue\n")
+        return EXIT_INTERRUPTED
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
