@@ -61,7 +61,44 @@ def build_model(preset: Preset, seed: int) -> nn.Module:
         model = cls(**preset.kwargs)
     if preset.arch == "rvrt":
         identity_spynet(model)
+    if preset.arch == "swinir" and preset.kwargs.get("upsampler") == "pixelshuffle" and preset.scale == 2:
+        bilinear_start(model)
     return model
+
+
+def bilinear_start(model: nn.Module) -> None:
+    """Initialise a x2 'pixelshuffle' SwinIR so that it starts as a bilinear upscaler.
+
+    SwinIR has no image-level skip connection: from a random init it needs thousands of steps just to reproduce
+    the input, which a CPU budget cannot afford. Six feature channels carry +x and -x through conv_first,
+    conv_before_upsample (+x and -x survive the LeakyReLU as leaky(x) - leaky(-x) = 1.01 x) and a bilinear
+    PixelShuffle kernel; conv_last recombines them; the transformer body enters through a zeroed conv_after_body
+    and the other channels through zeroed conv_last weights, so training learns a residual over bilinear.
+    """
+    m: Any = model
+    c_in = m.conv_first.in_channels
+    up = m.upsample[0]
+    phases = (torch.tensor([0.25, 0.75, 0.0]), torch.tensor([0.0, 0.75, 0.25]))  # align_corners=False, x2
+    slope = 0.01  # nn.LeakyReLU() default in conv_before_upsample
+    with torch.no_grad():
+        for conv in (m.conv_first, m.conv_before_upsample[0]):
+            conv.weight[: 2 * c_in].zero_()
+            conv.bias[: 2 * c_in].zero_()
+        m.conv_after_body.weight.zero_()
+        m.conv_after_body.bias.zero_()
+        up.weight[: 8 * c_in].zero_()
+        up.bias[: 8 * c_in].zero_()
+        m.conv_last.weight.zero_()
+        m.conv_last.bias.zero_()
+        for c in range(c_in):
+            for sign in (0, 1):
+                ch = 2 * c + sign
+                m.conv_first.weight[ch, c, 1, 1] = 1.0 if sign == 0 else -1.0
+                m.conv_before_upsample[0].weight[ch, ch, 1, 1] = 1.0
+                for i in range(2):
+                    for j in range(2):
+                        up.weight[ch * 4 + i * 2 + j, ch] = torch.outer(phases[i], phases[j])
+                m.conv_last.weight[c, ch, 1, 1] = (1.0 if sign == 0 else -1.0) / (1.0 + slope)
 
 
 def identity_spynet(model: nn.Module) -> None:
