@@ -1,0 +1,144 @@
+"""Write models/zoo.json and the model cards of the bundled defaults from their training runs.
+
+    python -m vsnystra.training.publish --runs runs --models models --quality benchmarks/results/quality.md
+
+Each card states the architecture, constructor hyper-parameters, data, steps, wall time and the rows of the quality
+table that belong to the model, so that the numbers in a card are the measured ones and never typed by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vsnystra.training.presets import PRESETS
+
+TASKS = {"swinir": "sr", "uformer": "denoise", "rvrt": "denoise"}
+DATA_NOTE = (
+    "/work/shared/data/train only: 12 Urban100 HR images and 4 DAVIS-2016 480p sequences (bmx-trees, breakdance, "
+    "car-roundabout, paragliding-launch; JPEG). No evaluation image was used for training or tuning."
+)
+NOTES = {
+    "swinir-x2-small": (
+        "LR = MATLAB-compatible bicubic /2 (antialiased, 8-bit rounding after each pass; bit-exact against the Set5 "
+        "LR files), 12 evenly spaced frames per DAVIS sequence plus the Urban100 images. Initialised as a bilinear "
+        "upscaler (six feature channels carry the image through a bilinear PixelShuffle kernel, the body enters "
+        "through a zeroed conv_after_body), so training learns a residual over bilinear."
+    ),
+    "uformer-denoise-small": (
+        "Blind colour Gaussian denoiser: sigma ~ U[0, 50] per patch (0-255 scale), noise not clipped. "
+        "img_size 128 (bottleneck not shifted, as the official test default). Square inputs, multiple of 128."
+    ),
+    "rvrt-denoise-small": (
+        "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map, sigma ~ U[0, 50] per clip. "
+        "SpyNet could not be pretrained here (no optical-flow data or weights): its last convolution per level is "
+        "zeroed and it is frozen, so it predicts zero flow and the guided deformable attention learns its own "
+        "offsets. SpyNet weights are stored (official layout) but carry no information. "
+        "num_blocks [1, 1, 1] instead of the official [1, 2, 1] to keep the int64 index buffers small."
+    ),
+}
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def quality_rows(table: Path, name: str) -> list[str]:
+    """Header + the rows of benchmarks/results/quality.md that concern ``name`` (and its reference rows)."""
+    if not table.is_file():
+        return []
+    lines = table.read_text(encoding="utf-8").splitlines()
+    head = [ln for ln in lines if ln.startswith("| model") or ln.startswith("|---")][:2]
+    rows = [ln for ln in lines if ln.startswith(f"| {name} |")]
+    data = {ln.split("|")[2].strip() for ln in rows}
+    refs = [
+        ln for ln in lines if ln.startswith(("| bicubic |", "| noisy input |")) and ln.split("|")[2].strip() in data
+    ]
+    settings = [ln for ln in lines if ln.startswith("Settings:")]
+    return [*settings, "", *head, *refs, *rows] if rows else []
+
+
+def card(name: str, run: Path, pth: Path, table: Path) -> str:
+    preset = PRESETS[name]
+    st: dict[str, Any] = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    params = sum(v.numel() for k, v in st["model"].items() if v.is_floating_point())
+    losses = st["losses"]
+    tail = losses[-50:] if losses else [float("nan")]
+    q = quality_rows(table, name)
+    lines = [
+        f"# {name}",
+        "",
+        f"Bundled default of `core.nystra.{ {'swinir': 'SwinIR', 'uformer': 'Uformer', 'rvrt': 'RVRT'}[preset.arch] }`: "
+        f"{preset.arch} architecture in the official checkpoint layout, trained by this project "
+        f"(`python -m vsnystra.training --model {name}`). Loads with `vsnystra.load_model`.",
+        "",
+        "## Architecture and hyper-parameters",
+        "",
+        f"- arch: {preset.arch}, task: {preset.task}, scale: {preset.scale}",
+        f"- constructor: `{json.dumps(preset.kwargs, sort_keys=True)}`",
+        f"- {params:,} floating-point values (parameters and float buffers); file {pth.stat().st_size / 1e6:.2f} MB "
+        "(float tensors stored in fp16, upcast on load; int64 index buffers as in the official layout)",
+        "",
+        "## Training",
+        "",
+        f"- data: {DATA_NOTE}",
+        f"- {NOTES.get(name, '')}",
+        f"- patches: {preset.patch} px{' (LR)' if preset.task == 'sr' else ''}, batch {preset.batch}"
+        + (f", {preset.frames}-frame clips" if preset.task == "video_denoise" else "")
+        + ", random flips/transposes; Charbonnier loss; AdamW (betas 0.9/0.99, no weight decay), "
+        f"lr {preset.lr:g}, {preset.warmup}-step warm-up then cosine decay, gradient clipping 1.0; seed 0",
+        f"- iterations: {st['step']} of a {st['steps']}-step schedule; wall time {st['elapsed'] / 60:.1f} min on a "
+        "shared 2-core CPU, 1 torch thread (no GPU)",
+        f"- final training loss (mean of the last {len(tail)} steps): {sum(tail) / len(tail):.5f}",
+        "",
+        "## Quality (benchmarks/quality.py)",
+        "",
+        *(q or ["Not measured yet."]),
+        "",
+        "Small model, short CPU training: far below the official checkpoints; use those for real work.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--models", type=Path, default=Path("models"))
+    ap.add_argument("--quality", type=Path, default=Path("benchmarks/results/quality.md"))
+    args = ap.parse_args(argv)
+    index: dict[str, dict[str, Any]] = {}
+    zoo = args.models / "zoo.json"
+    if zoo.is_file():
+        index = json.loads(zoo.read_text(encoding="utf-8"))
+    for name, preset in PRESETS.items():
+        pth = args.models / f"{name}.pth"
+        if not pth.is_file():
+            continue
+        run = args.runs / name
+        if (run / "last.pt").is_file():
+            (args.models / f"{name}.md").write_text(card(name, run, pth, args.quality), encoding="utf-8")
+        index[name] = {
+            "file": pth.name,
+            "arch": preset.arch,
+            "task": TASKS[preset.arch],
+            "sha256": sha256(pth),
+            "card": f"{name}.md",
+        }
+        sys.stderr.write(f"publish: {name} {index[name]['sha256'][:12]} {pth.stat().st_size / 1e6:.2f} MB\n")
+    zoo.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
