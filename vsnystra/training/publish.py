@@ -19,6 +19,7 @@ import torch
 
 from vsnystra.training.presets import PRESETS
 
+FILTERS = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
 TASKS = {"swinir": "sr", "uformer": "denoise", "rvrt": "denoise"}
 DATA_NOTE = (
     "/work/shared/data/train only: 12 Urban100 HR images and 4 DAVIS-2016 480p sequences (bmx-trees, breakdance, "
@@ -78,7 +79,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
     lines = [
         f"# {name}",
         "",
-        f"Bundled default of `core.nystra.{ {'swinir': 'SwinIR', 'uformer': 'Uformer', 'rvrt': 'RVRT'}[preset.arch] }`: "
+        f"Bundled default of `core.nystra.{FILTERS[preset.arch]}`: "
         f"{preset.arch} architecture in the official checkpoint layout, trained by this project "
         f"(`python -m vsnystra.training --model {name}`). Loads with `vsnystra.load_model`.",
         "",
