@@ -184,6 +184,11 @@ def region_landmarks(labels: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[i
     return RegionLandmarks(rows, index, region, patterns.long(), inverse.long(), m)
 
 
+def _version(t: torch.Tensor) -> int:
+    """In-place version counter; inference tensors have none (-1)."""
+    return -1 if t.is_inference() else t._version
+
+
 _cache: OrderedDict[tuple[object, ...], tuple[weakref.ref[torch.Tensor], int, RegionLandmarks | None]] = OrderedDict()
 
 
@@ -197,12 +202,12 @@ def cached_region_landmarks(
     """
     key = (id(mask), grid, lgrid)
     hit = _cache.get(key)
-    if hit is not None and hit[0]() is mask and hit[1] == mask._version:
+    if hit is not None and hit[0]() is mask and hit[1] == _version(mask):
         _cache.move_to_end(key)
         return hit[2]
     labels = mask_labels(mask)
     value = None if labels is None else region_landmarks(labels, grid, lgrid)
-    _cache[key] = (weakref.ref(mask), mask._version, value)
+    _cache[key] = (weakref.ref(mask), _version(mask), value)
     _cache.move_to_end(key)
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)

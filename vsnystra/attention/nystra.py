@@ -38,7 +38,6 @@ import torch
 
 from vsnystra.attention.grid import (
     RegionLandmarks,
-    adaptive_pool_last,
     cached_region_landmarks,
     landmark_grid,
     pool_tokens,
@@ -46,9 +45,9 @@ from vsnystra.attention.grid import (
     token_grid,
 )
 from vsnystra.attention.specs import PnPNystra
+from vsnystra.attention.terms import cached_terms
 
 _log = logging.getLogger(__name__)
-NEG = float("-inf")
 # Elements of one chunk's (rows × landmarks) kernel; keeps the element-wise passes in cache.
 _CHUNK_ELEMENTS = 1 << 17
 
@@ -118,20 +117,10 @@ def paper_attention(
         ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold)
         vc = v[s:e]
         prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
-        out[s:e] = prod[..., :-1] / (prod[..., -1].unsqueeze(-1) + 1e-12)
+        torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=out[s:e])
         if spec.guard:
             _guard_rows(out, prod, s, qs, k, v, None, None, 1)
     return out.to(q.dtype)
-
-
-def _pool_bias(bias: torch.Tensor, rl: RegionLandmarks, grid: tuple[int, ...], lgrid: tuple[int, ...]):
-    """B P_kᵀ (nh, N, Q), P_q B (nh, Q, N), P_q B P_kᵀ (nh, Q, Q) over all landmark rows (base rows by pooling)."""
-    rows = rl.rows.to(device=bias.device, dtype=bias.dtype)
-    extra = rows[rl.m :]  # split pieces and the zero row
-    b_l = torch.cat([adaptive_pool_last(bias, grid, lgrid), bias @ extra.transpose(0, 1)], dim=-1)
-    b_u = torch.cat([adaptive_pool_last(bias.transpose(1, 2), grid, lgrid).transpose(1, 2), extra @ bias], dim=1)
-    b_a = rows @ b_l
-    return b_l, b_u, b_a
 
 
 @functools.lru_cache(maxsize=16)
@@ -196,50 +185,36 @@ def aware_attention(
         q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
         k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
 
-    # additive terms per mask pattern u: pooled bias, and -inf between different regions
-    lab = rl.labels.to(dev)
-    reg = rl.region.to(dev)
-    t_l: torch.Tensor | None = None
-    t_u: torch.Tensor | None = None
-    t_a: torch.Tensor | None = None
-    if bias is not None:
-        b_l, b_u, b_a = _pool_bias(bias.to(wd), rl, grid, lgrid)
-        t_l = torch.stack([b_l[:, :, ix] for ix in index])  # (U, nh, N, m')
-        t_u = torch.stack([b_u[:, ix, :] for ix in index])  # (U, nh, m', N)
-        t_a = torch.stack([b_a[:, ix][:, :, ix] for ix in index])  # (U, nh, m', m')
-    if mask is not None:
-        zero = torch.zeros((), dtype=wd, device=dev)
-        neg = torch.full((), NEG, dtype=wd, device=dev)
-        cross_l = torch.where(lab.unsqueeze(2) == reg.unsqueeze(1), zero, neg).unsqueeze(1)  # (U, 1, N, m')
-        same_a = (reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)
-        cross_a = torch.where(same_a, zero, neg).unsqueeze(1)
-        t_l = cross_l if t_l is None else t_l + cross_l
-        t_u = cross_l.transpose(-2, -1) if t_u is None else t_u + cross_l.transpose(-2, -1)
-        t_a = cross_a if t_a is None else t_a + cross_a
-    inv = rl.inverse.to(dev)
-
-    def per_window(t: torch.Tensor | None, w0: int, w1: int) -> torch.Tensor | float:
-        if t is None:
-            return 0.0
-        return t[0] if t.shape[0] == 1 else t[inv[w0:w1]]
-
-    a = (q_m @ k_m.transpose(-2, -1)).view(b, nw, nh, mp, mp)
-    if t_a is not None:
-        a = a + (t_a if t_a.shape[0] == 1 else t_a[inv]).unsqueeze(0)
-    z = iterative_pinv(kernel_(a.view(bn, nh, mp, mp), spec.threshold), spec.iters, spec.pinv_init)
+    terms = cached_terms(bias, mask is not None, rl, wd, dev)
+    a = q_m @ k_m.transpose(-2, -1)
+    if terms.t_a is not None or terms.keep_a is not None:
+        a = a.view(b, nw, nh, mp, mp)
+        if terms.t_a is not None:
+            a += terms.window(terms.t_a, 0, nw)
+        a = kernel_(a, spec.threshold)
+        if terms.keep_a is not None:
+            a.mul_(terms.window(terms.keep_a, 0, nw))
+        a = a.view(bn, nh, mp, mp)
+    else:
+        a = kernel_(a, spec.threshold)
+    z = iterative_pinv(a, spec.iters, spec.pinv_init)
 
     out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=dev)
     for s, e, w0, w1 in _window_chunks(b, nw, nh * n * mp):
         kl = qs[s:e] @ k_m[s:e].transpose(-2, -1)
         ku = q_m[s:e] @ k[s:e].transpose(-2, -1)
-        if t_l is not None and t_u is not None:
-            kl += per_window(t_l, w0, w1)
-            ku += per_window(t_u, w0, w1)
+        if terms.t_l is not None and terms.t_u is not None:
+            kl += terms.window(terms.t_l, w0, w1)
+            ku += terms.window(terms.t_u, w0, w1)
         kl = kernel_(kl, spec.threshold)
         ku = kernel_(ku, spec.threshold)
+        if terms.keep_l is not None:  # zero across regions (multiplying avoids slow exp(-inf)/denormals)
+            keep = terms.window(terms.keep_l, w0, w1)
+            kl.mul_(keep)
+            ku.mul_(keep.transpose(-2, -1))
         vc = v[s:e]
         prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
-        out[s:e] = prod[..., :-1] / (prod[..., -1].unsqueeze(-1) + 1e-12)
+        torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=out[s:e])
         if spec.guard:
             _guard_rows(out, prod, s, qs, k, v, bias, mask, nw)
     return out.to(q.dtype)
@@ -257,10 +232,10 @@ def _guard_rows(
     nw: int,
 ) -> None:
     """Recompute exactly the rows of out[start:start+len(prod)] whose Nyström denominator is not positive."""
-    den = prod[..., -1]
-    bad = ~(den > 0)
-    if not bool(bad.any()):
+    good = prod[..., -1] > 0
+    if bool(good.all()):
         return
+    bad = ~good
     ib, ih, ii = torch.nonzero(bad, as_tuple=True)
     ib = ib + start
     for c in range(0, ib.numel(), 256):

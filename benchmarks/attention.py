@@ -1,0 +1,127 @@
+"""Window attention: Exact (SDPA with bias and shift mask) vs PnP-Nystra, side by side in one run.
+
+Inputs are realistic rather than random: q, k, v are random projections of a smooth random image (bilinearly
+upsampled noise plus 5 % white noise, see tests/attention_inputs.py), cut into shifted windows (shift = window/2)
+with Swin's 0/-100 shift mask and a smooth relative-position bias gathered from a (2w-1)² table. The error column
+is the relative Frobenius error of the PnP-Nystra output against exact attention with the same bias and mask.
+
+    .venv/bin/python benchmarks/attention.py            # full table (~3 min on 2 CPU cores)
+    .venv/bin/python benchmarks/attention.py --quick    # windows 8 and 32, head dim 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from attention_inputs import relative_bias, shift_mask, window_qkv  # noqa: E402
+
+from vsnystra.attention import PnPNystra, attention  # noqa: E402
+from vsnystra.attention.nystra import paper_attention  # noqa: E402
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time in ms after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def run(args: argparse.Namespace) -> list[str]:
+    device = torch.device(args.device)
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    windows = [8, 32] if args.quick else [8, 16, 32, 64]
+    head_dims = [32] if args.quick else [24, 30, 32]
+    rows = [
+        "| window (N) | head dim | landmarks | Exact ms | PnP-Nystra ms | speed-up | auto ms | rel. error "
+        "| rel. error, bias/mask dropped |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    size = args.size
+    for ws in windows:
+        for d in head_dims:
+            q, k, v = window_qkv(size, size, ws, args.heads, d, shift=ws // 2, seed=ws + d)
+            q, k, v = (t.to(device=device, dtype=dtype) for t in (q, k, v))
+            bias = relative_bias(ws, args.heads, torch.Generator().manual_seed(d)).to(device)
+            mask = shift_mask(size, size, ws, ws // 2).to(device)
+            scale = d**-0.5
+            ref = attention(q, k, v, scale=scale, bias=bias, mask=mask)
+            for m in (16, 32):
+                spec = PnPNystra(landmarks=m, iters=args.iters, threshold=args.threshold)
+                auto = PnPNystra(landmarks=m, iters=args.iters, threshold=args.threshold, policy="auto")
+                out = attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec)
+                dropped = paper_attention(q, k, v, scale=scale, spec=spec, window=None)
+                t_ex, t_ny, t_auto = [], [], []
+                for _ in range(args.rounds):  # interleaved, so shared-machine load hits both alike
+                    t_ex.append(timed(lambda: attention(q, k, v, scale=scale, bias=bias, mask=mask), args.repeats))
+                    t_ny.append(
+                        timed(lambda: attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec), args.repeats)
+                    )
+                    t_auto.append(
+                        timed(lambda: attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=auto), args.repeats)
+                    )
+                ex, ny, au = min(t_ex), min(t_ny), min(t_auto)
+                rows.append(
+                    f"| {ws} ({ws * ws}) | {d} | {m} | {ex:.2f} | {ny:.2f} | {ex / ny:.2f}x | {au:.2f} "
+                    f"| {rel(out, ref):.3f} | {rel(dropped, ref):.3f} |"
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="windows 8 and 32, head dim 32 only")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--size", type=int, default=128, help="feature map side (windows per call = (size/window)²)")
+    p.add_argument("--heads", type=int, default=6)
+    p.add_argument("--iters", type=int, default=6)
+    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attention.md"))
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    header = (
+        f"Device {args.device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, {args.dtype}; feature map {args.size}x{args.size}, {args.heads} heads, "
+        f"shift = window/2 with Swin's shift mask and a relative-position bias passed to both; "
+        f"PnP-Nystra iters={args.iters}, threshold={args.threshold}, pinv_init=batch, policy=always "
+        "('auto ms': the same spec with policy='auto'). Baseline: Exact = SDPA with bias and mask. "
+        "Times: min over rounds of the median of repeats, exact and PnP interleaved."
+    )
+    print(header)
+    rows = run(args)
+    if not args.no_write:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cmd = "python benchmarks/attention.py " + " ".join(sys.argv[1:])
+        out.write_text(f"# Attention benchmark\n\n`{cmd.strip()}`\n\n{header}\n\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""Per-window kernel terms of the bias/mask-aware PnP-Nystra path, cached per (bias, mask) pair.
+
+For every distinct mask pattern u (a model has a handful: interior, edge and corner windows) this holds the pooled
+relative-position bias between tokens and landmarks (B P_kᵀ, P_q B, P_q B P_kᵀ, see nystra.py) and the 0/1
+"same region" masks that zero kernel entries across regions. Models pass the same cached bias and mask tensors on
+every call, so the O(nH·N²·m) pooling runs once per block and size, not once per call.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from vsnystra.attention.grid import RegionLandmarks
+
+_CACHE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class AwareTerms:
+    """Additive bias terms (None without bias) and region keep-masks (None without mask), indexed by pattern."""
+
+    t_l: torch.Tensor | None  # (U, nH, N, m')
+    t_u: torch.Tensor | None  # (U, nH, m', N)
+    t_a: torch.Tensor | None  # (U, nH, m', m')
+    keep_l: torch.Tensor | None  # (U, 1, N, m') bool: token and landmark in the same region
+    keep_a: torch.Tensor | None  # (U, 1, m', m') bool: landmarks in the same (real) region
+    inverse: tuple[int, ...]  # pattern of each window
+
+    def window(self, t: torch.Tensor, w0: int, w1: int) -> torch.Tensor:
+        """The term for windows w0..w1-1 (a view whenever one pattern covers them)."""
+        if t.shape[0] == 1:
+            return t[0]
+        first = self.inverse[w0]
+        if all(u == first for u in self.inverse[w0:w1]):
+            return t[first]
+        return t[list(self.inverse[w0:w1])]
+
+
+def _version(t: torch.Tensor) -> int:
+    return -1 if t.is_inference() else t._version
+
+
+def build_terms(
+    bias: torch.Tensor | None, masked: bool, rl: RegionLandmarks, dtype: torch.dtype, device: torch.device
+) -> AwareTerms:
+    """Pool the bias over landmark pieces (one GEMM each way) and build the region keep-masks."""
+    index = rl.index.to(device)
+    t_l = t_u = t_a = None
+    if bias is not None:
+        b = bias.to(device=device, dtype=dtype)
+        rows = rl.rows.to(device=device, dtype=dtype)  # (Q, N) averaging rows, last one all zero
+        b_l = b @ rows.t()  # (nH, N, Q)
+        b_u = rows @ b  # (nH, Q, N)
+        b_a = rows @ b_l  # (nH, Q, Q)
+        t_l = torch.stack([b_l[:, :, ix] for ix in index]).contiguous()
+        t_u = torch.stack([b_u[:, ix, :] for ix in index]).contiguous()
+        t_a = torch.stack([b_a[:, ix][:, :, ix] for ix in index]).contiguous()
+    keep_l = keep_a = None
+    if masked:
+        lab = rl.labels.to(device)
+        reg = rl.region.to(device)
+        keep_l = (lab.unsqueeze(2) == reg.unsqueeze(1)).unsqueeze(1)
+        keep_a = ((reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)).unsqueeze(1)
+    return AwareTerms(t_l, t_u, t_a, keep_l, keep_a, tuple(int(u) for u in rl.inverse))
+
+
+_cache: OrderedDict[tuple[object, ...], tuple[Callable[[], object], int, AwareTerms]] = OrderedDict()
+
+
+def cached_terms(
+    bias: torch.Tensor | None, masked: bool, rl: RegionLandmarks, dtype: torch.dtype, device: torch.device
+) -> AwareTerms:
+    """build_terms, reused while the same bias tensor (unmodified) meets the same region layout."""
+    key = (id(bias), id(rl), masked, dtype, device)
+    hit = _cache.get(key)
+    alive: Callable[[], object] = (lambda: None) if bias is None else weakref.ref(bias)
+    if hit is not None and hit[0]() is bias and (bias is None or hit[1] == _version(bias)):
+        _cache.move_to_end(key)
+        return hit[2]
+    terms = build_terms(bias, masked, rl, dtype, device)
+    _cache[key] = (alive, -1 if bias is None else _version(bias), terms)
+    _cache.move_to_end(key)
+    while len(_cache) > _CACHE_SIZE:
+        _cache.popitem(last=False)
+    return terms
