@@ -88,7 +88,7 @@ PRESETS: dict[str, Preset] = {
         },
         patch=128,
         batch=4,
-        lr=1e-3,
+        lr=7e-4,
         per_folder=12,
     ),
     "rvrt-denoise-small": Preset(
@@ -109,10 +109,11 @@ PRESETS: dict[str, Preset] = {
             "attention_window": [3, 3],
             "nonblind_denoising": True,
         },
-        patch=160,
+        patch=136,
         batch=1,
         frames=4,
         lr=4e-4,
+        warmup=20,
         freeze=("spynet.",),
     ),
 }
