@@ -137,3 +137,17 @@ def test_random_order_with_two_threads_matches_sequential_and_model_loads_once()
             assert np.array_equal(frame_array(futures[n].result()), seq[n])
     finally:
         core.num_threads = old
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_rgbs_and_rgbh() -> None:
+    clip = noise_clip(48, 40, 1)
+    want = reference(SWINIR, clip, 0)
+    out = SwinIR(clip, model=str(SWINIR), attention="exact", device="cuda")
+    f = out.get_frame(0)
+    assert f.props["nystra_device"] == "cuda:0"
+    assert np.abs(frame_array(f) - want).max() <= 1e-3  # TF32/cuDNN vs CPU
+    half = SwinIR(core.resize.Point(clip, format=vs.RGBH), model=str(SWINIR), attention="exact", device="cuda")
+    assert half.format.id == vs.RGBH
+    assert np.abs(frame_array(half.get_frame(0)) - want).max() <= 2e-2  # fp16 compute
