@@ -23,8 +23,8 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def masked_case(ws: int = 16, heads: int = 2, d: int = 16, seed: int = 0):
-    h = w = 2 * ws
+def masked_case(ws: int = 16, heads: int = 2, d: int = 16, seed: int = 0, per_side: int = 2):
+    h = w = per_side * ws
     q, k, v = window_qkv(h, w, ws, heads, d, shift=ws // 2, seed=seed)
     return q, k, v, relative_bias(ws, heads, torch.Generator().manual_seed(seed + 1)), shift_mask(h, w, ws, ws // 2)
 
@@ -32,9 +32,10 @@ def masked_case(ws: int = 16, heads: int = 2, d: int = 16, seed: int = 0):
 # ---------------------------------------------------------------- Exact vs Naive
 
 
+@pytest.mark.parametrize("per_side", [2, 5])  # 5: 25 windows, bias + mask added per mask pattern
 @pytest.mark.parametrize("use_bias,use_mask", [(True, True), (True, False), (False, True), (False, False)])
-def test_exact_matches_naive_fp32(use_bias: bool, use_mask: bool) -> None:
-    q, k, v, bias, mask = masked_case(ws=8, heads=3, d=12)
+def test_exact_matches_naive_fp32(use_bias: bool, use_mask: bool, per_side: int) -> None:
+    q, k, v, bias, mask = masked_case(ws=8, heads=3, d=12, per_side=per_side)
     q = q.repeat(2, 1, 1, 1)  # two images: windows-major batches
     k, v = k.repeat(2, 1, 1, 1), v.repeat(2, 1, 1, 1)
     kw = {"bias": bias if use_bias else None, "mask": mask if use_mask else None}
@@ -58,6 +59,18 @@ def test_exact_matches_naive_half(dtype: torch.dtype) -> None:
     out = attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=0.25, bias=bias, mask=mask)
     assert out.dtype == dtype
     assert rel(out, ref) < 2e-2
+
+
+def test_inference_mode_and_fresh_masks() -> None:
+    q, k, v, bias, mask = masked_case(ws=8, per_side=4)
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=Naive())
+    ref_pnp = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(16, 3, 0.0))
+    with torch.inference_mode():
+        for _ in range(2):  # a new (inference) mask tensor each call, as models that build masks on the fly do
+            fresh = mask.clone()
+            assert (attention(q, k, v, scale=0.25, bias=bias, mask=fresh) - ref).abs().max() <= 2e-6
+            out = attention(q, k, v, scale=0.25, bias=bias.clone(), mask=fresh, spec=PnPNystra(16, 3, 0.0))
+            assert torch.equal(out, ref_pnp)
 
 
 def test_mask_batch_mismatch_is_reported() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vsnystra.attention.grid import MaskRuns, cached_mask_runs
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
 
 
@@ -38,6 +39,9 @@ def exact_attention(
             "(B·nW, nH, N, d) with windows-major batches and mask as (nW, N, N)"
         )
     b = bn // nw
+    runs = cached_mask_runs(mask)
+    if runs is not None and len(runs.reps) * 2 <= nw:
+        return _exact_by_pattern(q, k, v, scale, bias, mask, runs)
     m = mask.to(dt).unsqueeze(1)
     term = (m + bias.to(dt).unsqueeze(0)) if bias is not None else m.expand(nw, nh, n, n).contiguous()
     term = term.reshape(1, nw * nh, n, n).expand(b, nw * nh, n, n)
@@ -49,6 +53,31 @@ def exact_attention(
         scale=scale,
     )
     return out.reshape(bn, nh, n, v.shape[-1])
+
+
+def _exact_by_pattern(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    bias: torch.Tensor | None,
+    mask: torch.Tensor,
+    runs: MaskRuns,
+) -> torch.Tensor:
+    """SDPA per run of windows sharing a mask pattern, with bias + that pattern's mask broadcast over the run."""
+    bn, nh, n, _ = q.shape
+    nw = mask.shape[0]
+    dt = q.dtype
+    term = mask[list(runs.reps)].to(dt).unsqueeze(1)
+    term = (term + bias.to(dt).unsqueeze(0)) if bias is not None else term.expand(-1, nh, n, n).contiguous()
+    out = torch.empty(bn, nh, n, v.shape[-1], dtype=dt, device=q.device)
+    for img in range(bn // nw):
+        for w0, w1, u in runs.runs:
+            s, e = img * nw + w0, img * nw + w1
+            out[s:e] = F.scaled_dot_product_attention(
+                q[s:e], k[s:e], v[s:e], attn_mask=term[u].expand(e - s, nh, n, n), scale=scale
+            )
+    return out
 
 
 def naive_attention(

@@ -212,3 +212,45 @@ def cached_region_landmarks(
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
     return value
+
+
+@dataclass(frozen=True)
+class MaskRuns:
+    """Windows grouped by mask pattern: reps[u] is a window with pattern u; runs are (w0, w1, u) slices."""
+
+    reps: tuple[int, ...]
+    runs: tuple[tuple[int, int, int], ...]
+
+
+_runs_cache: OrderedDict[int, tuple[weakref.ref[torch.Tensor], int, MaskRuns | None]] = OrderedDict()
+
+
+def cached_mask_runs(mask: torch.Tensor) -> MaskRuns | None:
+    """Consecutive windows sharing one mask pattern (None: not a region mask), cached per live mask tensor.
+
+    Exact attention uses it to add bias + mask per pattern (a model has ~4: interior, edges, corner) instead of
+    materialising a (nW, nH, N, N) term on every call.
+    """
+    key = id(mask)
+    hit = _runs_cache.get(key)
+    if hit is not None and hit[0]() is mask and hit[1] == _version(mask):
+        _runs_cache.move_to_end(key)
+        return hit[2]
+    labels = mask_labels(mask)
+    value: MaskRuns | None = None
+    if labels is not None:
+        _, inverse = torch.unique(labels.cpu(), dim=0, return_inverse=True)
+        inv = inverse.tolist()
+        reps = tuple(inv.index(u) for u in range(max(inv) + 1))
+        runs: list[tuple[int, int, int]] = []
+        start = 0
+        for w in range(1, len(inv) + 1):
+            if w == len(inv) or inv[w] != inv[start]:
+                runs.append((start, w, inv[start]))
+                start = w
+        value = MaskRuns(reps, tuple(runs))
+    _runs_cache[key] = (weakref.ref(mask), _version(mask), value)
+    _runs_cache.move_to_end(key)
+    while len(_runs_cache) > _CACHE_SIZE:
+        _runs_cache.popitem(last=False)
+    return value
