@@ -72,7 +72,7 @@ def test_swinir_variants_named() -> None:
     assert names["swinir_S_lightweightSR_x2"] == "lightweight_sr"
     assert names["swinir_M_realSR_x4"] == "real_sr"
     assert names["swinir_M_colorDN_s128w8"] == "color_dn"
-    assert names["swinir_M_colorCAR_s126w7"] == "color_car"
+    assert names["swinir_M_colorCAR_s126w7"] == "car"
 
 
 def test_uformer_img_size_override_turns_bottleneck_shift_on() -> None:
@@ -157,3 +157,57 @@ def test_attn_mask_of_any_training_size_loads() -> None:
         model(torch.rand(1, 3, 24, 40))
         model(torch.rand(1, 3, 24, 40))
     assert len(model.masks._store) == 1
+
+
+# ---- detection round trips over the configuration space (tiny models) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"upsampler": "pixelshuffle", "upscale": 3},
+        {"upsampler": "pixelshuffle", "upscale": 8},
+        {"upsampler": "pixelshuffledirect", "upscale": 4},
+        {"upsampler": "nearest+conv", "upscale": 2},
+        {"upsampler": "nearest+conv", "upscale": 4, "resi_connection": "3conv"},
+        {"upsampler": "", "upscale": 1, "in_chans": 1, "window_size": 7, "img_size": 28, "img_range": 255.0},
+    ],
+)
+def test_swinir_hyperparameters_round_trip(cfg: dict[str, Any]) -> None:
+    from vsnystra.archs.swinir import SwinIR
+
+    full = {"img_size": 32, "embed_dim": 16, "depths": [2, 1], "num_heads": [2, 4], "window_size": 8} | cfg
+    torch.manual_seed(0)
+    src = SwinIR(**full).eval()
+    model = load_model({"params": src.state_dict()})
+    for key, value in full.items():
+        assert model.info.hyperparameters[key] == value, key
+    x = torch.rand(1, full.get("in_chans", 3), 14, 17)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), src(x))
+    assert model(x).shape[-2:] == (14 * full["upscale"], 17 * full["upscale"])
+
+
+@pytest.mark.parametrize("cfg", [{"token_projection": "conv"}, {"token_mlp": "mlp", "modulator": False}])
+def test_uformer_hyperparameters_round_trip(cfg: dict[str, Any]) -> None:
+    from vsnystra.archs.uformer import Uformer
+
+    full = {"embed_dim": 4, "depths": [1, 2, 1, 1, 2, 1, 1, 2, 1], "num_heads": [1, 1, 2, 2, 4, 4, 2, 2, 1]} | cfg
+    torch.manual_seed(0)
+    src = Uformer(**full).eval()
+    model = load_model({"epoch": 3, "state_dict": {"module." + k: v for k, v in src.state_dict().items()}})
+    for key, value in full.items():
+        assert model.info.hyperparameters[key] == value, key
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), src(x))
+
+
+def test_forward_under_inference_mode_leaves_state_dict_alone() -> None:
+    model = load_model(PARITY / "uformer_b_small.pth")
+    before = list(model.state_dict())
+    with torch.inference_mode():
+        model(torch.rand(1, 3, 128, 128))
+    with torch.no_grad():
+        model(torch.rand(1, 3, 128, 128))
+    assert list(model.state_dict()) == before

@@ -421,7 +421,7 @@ def _variant(hp: Mapping[str, Any]) -> tuple[str, str]:
     if up == "nearest+conv":
         return "real_sr", "sr"
     if hp["window_size"] == 7 or hp["img_range"] == 255.0:
-        return ("gray_car" if hp["in_chans"] == 1 else "color_car"), "car"
+        return "car", "car"
     return ("gray_dn" if hp["in_chans"] == 1 else "color_dn"), "denoise"
 
 

@@ -364,6 +364,12 @@ class Uformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
+        need = self.size_multiple()
+        if h % need or w % need:
+            raise ValueError(
+                f"Uformer: input sides must be multiples of {need} (16x downsampling x window), got {h}x{w}; "
+                "use vsnystra.restore_image, which pads as the official test (expand2square)"
+            )
         sizes = [(h >> lv, w >> lv) for lv in range(5)]
         y = self.input_proj(x)
         skips = []
