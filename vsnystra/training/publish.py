@@ -72,7 +72,8 @@ def quality_rows(table: Path, name: str) -> list[str]:
 def card(name: str, run: Path, pth: Path, table: Path) -> str:
     preset = PRESETS[name]
     st: dict[str, Any] = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    params = sum(v.numel() for k, v in st["model"].items() if v.is_floating_point())
+    buffers = ("attn_mask", ".mean", ".std")  # float buffers that are not weights
+    params = sum(v.numel() for k, v in st["model"].items() if v.is_floating_point() and not k.endswith(buffers))
     losses = st["losses"]
     tail = losses[-50:] if losses else [float("nan")]
     q = quality_rows(table, name)
@@ -87,7 +88,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
         "",
         f"- arch: {preset.arch}, task: {preset.task}, scale: {preset.scale}",
         f"- constructor: `{json.dumps(preset.kwargs, sort_keys=True)}`",
-        f"- {params:,} floating-point values (parameters and float buffers); file {pth.stat().st_size / 1e6:.2f} MB "
+        f"- {params:,} parameters; file {pth.stat().st_size / 1e6:.2f} MB "
         "(float tensors stored in fp16, upcast on load; int64 index buffers as in the official layout)",
         "",
         "## Training",
