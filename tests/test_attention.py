@@ -303,3 +303,23 @@ def test_unknown_spec_and_bad_shapes() -> None:
         attention(q, q, q, scale=1.0, spec="exact")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="attention"):
         attention(q, q[:, :, :3], q, scale=1.0)
+
+
+# ---------------------------------------------------------------- CUDA
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu(dtype: torch.dtype) -> None:
+    q, k, v, bias, mask = masked_case(ws=16, heads=2, d=16, per_side=3)
+    dev = torch.device("cuda")
+    tol = 1e-4 if dtype == torch.float32 else 3e-2
+    for spec in (Exact(), PnPNystra(16, 3, 5.0), PnPNystra(16, 6, 0.0, "matrix")):
+        for kw in ({}, {"bias": bias, "mask": mask}):
+            ref = attention(q, k, v, scale=0.25, spec=spec, **kw)
+            gkw = {name: t.to(dev) for name, t in kw.items()}
+            out = attention(q.to(dev, dtype), k.to(dev, dtype), v.to(dev, dtype), scale=0.25, spec=spec, **gkw)
+            assert out.dtype == dtype and out.device.type == "cuda"
+            assert torch.isfinite(out).all()
+            assert rel(out.cpu(), ref) < tol, (spec, list(kw))

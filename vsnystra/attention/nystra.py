@@ -48,8 +48,10 @@ from vsnystra.attention.specs import PnPNystra
 from vsnystra.attention.terms import cached_terms
 
 _log = logging.getLogger(__name__)
-# Elements of one chunk's (rows × landmarks) kernel; keeps the element-wise passes in cache.
-_CHUNK_ELEMENTS = 1 << 17
+# Elements of one chunk's (rows × landmarks) kernel: on CPU small enough for the element-wise passes to stay in
+# cache; on GPUs large, so that few kernels launch and the guard synchronises rarely.
+_CHUNK_ELEMENTS = {"cpu": 1 << 17}
+_CHUNK_ELEMENTS_GPU = 1 << 25
 
 
 def kernel_(x: torch.Tensor, threshold: float | None) -> torch.Tensor:
@@ -76,20 +78,20 @@ def iterative_pinv(x: torch.Tensor, iters: int, init: str) -> torch.Tensor:
     return z
 
 
-def _chunks(total: int, per_item: int) -> Iterator[tuple[int, int]]:
-    step = max(1, _CHUNK_ELEMENTS // max(per_item, 1))
+def _chunks(total: int, per_item: int, device: torch.device) -> Iterator[tuple[int, int]]:
+    step = max(1, _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS_GPU) // max(per_item, 1))
     for s in range(0, total, step):
         yield s, min(total, s + step)
 
 
-def _window_chunks(b: int, nw: int, per_item: int) -> Iterator[tuple[int, int, int, int]]:
+def _window_chunks(b: int, nw: int, per_item: int, device: torch.device) -> Iterator[tuple[int, int, int, int]]:
     """Batch slices [s, e) that never cross an image when per-window terms exist, with their window range."""
     if nw == 1:
-        for s, e in _chunks(b, per_item):
+        for s, e in _chunks(b, per_item, device):
             yield s, e, 0, 1
         return
     for bi in range(b):
-        for w0, w1 in _chunks(nw, per_item):
+        for w0, w1 in _chunks(nw, per_item, device):
             yield bi * nw + w0, bi * nw + w1, w0, w1
 
 
@@ -112,7 +114,7 @@ def paper_attention(
     k_m = pool_tokens(k, grid, lgrid)
     z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold), spec.iters, spec.pinv_init)
     out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=q.device)
-    for s, e in _chunks(bn, nh * n * q_m.shape[2]):
+    for s, e in _chunks(bn, nh * n * q_m.shape[2], q.device):
         kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold)
         ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold)
         vc = v[s:e]
@@ -200,7 +202,7 @@ def aware_attention(
     z = iterative_pinv(a, spec.iters, spec.pinv_init)
 
     out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=dev)
-    for s, e, w0, w1 in _window_chunks(b, nw, nh * n * mp):
+    for s, e, w0, w1 in _window_chunks(b, nw, nh * n * mp, dev):
         kl = qs[s:e] @ k_m[s:e].transpose(-2, -1)
         ku = q_m[s:e] @ k[s:e].transpose(-2, -1)
         if terms.t_l is not None and terms.t_u is not None:
