@@ -155,8 +155,12 @@ def test_attn_mask_of_any_training_size_loads() -> None:
     # forward at a size other than img_size computes (and caches) the mask for that size
     with torch.no_grad():
         model(torch.rand(1, 3, 24, 40))
+        built = dict(model.masks._store)
         model(torch.rand(1, 3, 24, 40))
-    assert len(model.masks._store) == 1
+    assert model.masks._store.keys() == built.keys()  # nothing rebuilt on the second forward
+    assert all(model.masks._store[k] is v for k, v in built.items())
+    masks = [v for v in built.values() if isinstance(v, torch.Tensor)]
+    assert [tuple(m.shape) for m in masks] == [(15, 64, 64)]  # 3x5 windows of the 24x40 input
 
 
 # ---- detection round trips over the configuration space (tiny models) --------------------------------------

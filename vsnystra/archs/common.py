@@ -100,14 +100,34 @@ def shift_mask(
     return mask.to(device=device, dtype=dtype)
 
 
+def window_order(
+    h: int, w: int, window: int | Sequence[int], shift: int | Sequence[int], device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token permutations (forward, inverse) that fuse the cyclic shift with the window partition.
+
+    ``tokens.index_select(1, forward).view(B·nW, N, C)`` equals roll(-shift) then window_partition of the (B, H·W, C)
+    token sequence, and ``windows.view(B, H·W, C).index_select(1, inverse)`` undoes both: one gather each way
+    instead of roll + permute copies.
+    """
+    wh, ww = as_window(window)
+    sh, sw = as_window(shift)
+    grid = torch.arange(h * w).view(1, h, w, 1)
+    if sh or sw:
+        grid = torch.roll(grid, shifts=(-sh, -sw), dims=(1, 2))
+    forward = window_partition(grid, (wh, ww)).reshape(-1)
+    inverse = torch.empty_like(forward)
+    inverse[forward] = torch.arange(h * w)
+    return forward.to(device), inverse.to(device)
+
+
 class MaskCache:
-    """Small LRU of shift masks shared by the blocks of one model (masks are pure functions of their key).
+    """Small LRU of shift masks and token orders shared by the blocks of one model (pure functions of their key).
 
     Upstream SwinIR rebuilds the mask in every block on every forward at non-training sizes; sharing one cache
     per model builds each (size, window, shift) once.
     """
 
-    def __init__(self, maxsize: int = 8) -> None:
+    def __init__(self, maxsize: int = 32) -> None:
         self.maxsize = maxsize
         self._store: OrderedDict[tuple[object, ...], torch.Tensor] = OrderedDict()
 
@@ -125,6 +145,22 @@ class MaskCache:
         while len(self._store) > self.maxsize:
             self._store.popitem(last=False)
         return mask
+
+    def order(
+        self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached :func:`window_order` for this size."""
+        key = ("order", h, w, window, shift, str(device))
+        hit = self._store.get(key)
+        if hit is not None:
+            self._store.move_to_end(key)
+            return hit  # type: ignore[return-value]
+        with torch.inference_mode(False), torch.no_grad():
+            value = window_order(h, w, window, shift, device)
+        self._store[key] = value  # type: ignore[assignment]
+        while len(self._store) > self.maxsize:
+            self._store.popitem(last=False)
+        return value
 
     def clear(self) -> None:
         self._store.clear()

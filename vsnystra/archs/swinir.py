@@ -22,8 +22,6 @@ from vsnystra.archs.common import (
     clamp_window,
     relative_position_index,
     shift_mask,
-    window_partition,
-    window_reverse,
 )
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
@@ -127,18 +125,13 @@ class SwinTransformerBlock(nn.Module):
         h, w = size
         b, _, c = x.shape
         ws, s = self.window, self.shift
-        shortcut = x
-        y = self.norm1(x).view(b, h, w, c)
-        if s:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        fwd, inv = self._masks.order(h, w, (ws, ws), (s, s), x.device)
+        win = self.norm1(x).index_select(1, fwd).view(-1, ws * ws, c)  # roll(-s) + window partition in one gather
         mask = None
         if s and self.use_mask:
-            mask = self._masks.get(h, w, (ws, ws), (s, s), y.device, y.dtype)
-        y = self.attn(window_partition(y, ws), window=(ws, ws), mask=mask, use_bias=self.use_bias, spec=self.spec)
-        y = window_reverse(y, ws, h, w)
-        if s:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        x = shortcut + y.reshape(b, h * w, c)
+            mask = self._masks.get(h, w, (ws, ws), (s, s), x.device, x.dtype)
+        y = self.attn(win, window=(ws, ws), mask=mask, use_bias=self.use_bias, spec=self.spec)
+        x = x + y.view(b, h * w, c).index_select(1, inv)  # window reverse + roll(+s)
         return x + self.mlp(self.norm2(x))
 
 

@@ -22,8 +22,6 @@ from vsnystra.archs.common import (
     RelativeBiasCache,
     clamp_window,
     relative_position_index,
-    window_partition,
-    window_reverse,
 )
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
@@ -227,19 +225,13 @@ class LeWinBlock(nn.Module):
         h, w = size
         b, _, c = x.shape
         ws, s = self.window, self.shift
-        shortcut = x
-        y = self.norm1(x).view(b, h, w, c)
-        if s:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        win = window_partition(y, ws)
+        fwd, inv = self._masks.order(h, w, (ws, ws), (s, s), x.device)
+        win = self.norm1(x).index_select(1, fwd).view(-1, ws * ws, c)  # roll(-s) + window partition in one gather
         if self.modulator is not None and self.use_modulator:
             win = win + self._modulator(ws, win.dtype)
-        mask = self._masks.get(h, w, (ws, ws), (s, s), y.device, y.dtype) if s and self.use_mask else None
+        mask = self._masks.get(h, w, (ws, ws), (s, s), x.device, x.dtype) if s and self.use_mask else None
         y = self.attn(win, window=(ws, ws), mask=mask, use_bias=self.use_bias, spec=self.spec)
-        y = window_reverse(y, ws, h, w)
-        if s:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        x = shortcut + y.reshape(b, h * w, c)
+        x = x + y.view(b, h * w, c).index_select(1, inv)  # window reverse + roll(+s)
         return x + self.mlp(self.norm2(x), size)
 
 
