@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import av.stream
 import numpy as np
 
 from vsnystra.cli.media import Colour, EncodeSettings, FrameConverter, add_video_stream
@@ -62,20 +63,32 @@ class Source:
     converter: FrameConverter
 
 
+def _is_picture(stream: Any) -> bool:
+    """Cover art / thumbnails: a 'video' stream holding one still picture."""
+    flags = int(getattr(stream, "disposition", 0) or 0)
+    return bool(flags & (int(av.stream.Disposition.attached_pic) | int(av.stream.Disposition.timed_thumbnails)))
+
+
 def _frac(x: Any) -> Fraction:
     """PyAV rationals (typed AVRational) → Fraction."""
     return Fraction(int(x.numerator), int(x.denominator))
 
 
 def _open_av_source(container: av.container.InputContainer) -> Source:
-    if not container.streams.video:
+    videos = [s for s in container.streams.video if not _is_picture(s)]
+    if not videos:
         raise ValueError("no video stream")
-    vin = container.streams.video[0]
+    vin = videos[0]  # the first real video stream is restored; further ones are copied untouched
     vin.thread_type = "AUTO"
-    copy = [s for s in container.streams if s.index != vin.index and s.type in COPY_TYPES]
+    copy = [s for s in container.streams if s.index != vin.index and (s.type in COPY_TYPES or s in videos)]
     for s in container.streams:
-        if s.index != vin.index and s.type not in COPY_TYPES:
-            log.warning("stream #%d (%s) is not copied: only the first video stream is restored", s.index, s.type)
+        if s.index != vin.index and s not in copy:
+            log.warning(
+                "stream #%d (%s, %s) is not copied (attachments and cover art are not supported)",
+                s.index,
+                s.type,
+                getattr(s.codec_context, "name", "?"),
+            )
     rate = _frac(vin.average_rate or vin.guessed_rate or Fraction(25))
     tb = _frac(vin.time_base) if vin.time_base else 1 / rate
     colour = Colour.of(vin.codec_context)
