@@ -176,3 +176,20 @@ def test_denoise_batch_adds_sigma_map_for_video(tmp_path: Path) -> None:
     assert 0 <= float(sigma_map.max()) <= 50 / 255
     est = (noisy[:, :, :3] - clean).flatten(1).std(dim=1)
     torch.testing.assert_close(est, sigma_map[:, 0, 0, 0], atol=0.02, rtol=0.25)
+
+
+def test_differentiable_gda_matches_inference_op() -> None:
+    from vsnystra.archs.rvrt_gda import deform_attn
+    from vsnystra.training.gda import deform_attn_autograd
+
+    g = torch.Generator().manual_seed(0)
+    b, clip, cq, h, w, heads, groups = 2, 2, 24, 9, 11, 12, 12
+    q = torch.randn(b * clip, cq, h, w, generator=g, dtype=torch.float64)
+    kv = torch.randn(b, clip, 2 * cq, h, w, generator=g, dtype=torch.float64)
+    off = 3 * torch.randn(b * clip, clip * groups * 9 * 2, h, w, generator=g, dtype=torch.float64)
+    ref = deform_attn(q, kv, off, heads=heads, groups=groups, clip=clip)
+    off.requires_grad_(True)
+    got = deform_attn_autograd(q, kv, off, heads=heads, groups=groups, clip=clip)
+    torch.testing.assert_close(got.detach(), ref, rtol=0, atol=1e-12)
+    got.sum().backward()
+    assert off.grad is not None and off.grad.abs().sum() > 0

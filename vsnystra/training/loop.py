@@ -7,6 +7,7 @@ thread count: CPU kernels may sum in another order with more threads).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -20,6 +21,7 @@ from torch import nn
 
 from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_images, collect_sequences
 from vsnystra.training.degrade import add_gaussian_noise
+from vsnystra.training.gda import differentiable_gda
 from vsnystra.training.presets import Preset, model_class
 
 log = logging.getLogger(__name__)
@@ -171,10 +173,12 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.preset.lr * lr_factor(self.step, self.cfg.steps, self.preset.warmup)
         x, y = self.batch()
-        out = self.model(x)
-        loss = charbonnier(out, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        ctx = differentiable_gda() if self.preset.arch == "rvrt" else contextlib.nullcontext()
+        with ctx:
+            out = self.model(x)
+            loss = charbonnier(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.optimizer.step()
         self.step += 1
