@@ -98,4 +98,4 @@ assert hasattr(core, "nystra")
 core.std.BlankClip(format=vs.YUV420P8, width=64, height=48, length=2).set_output()
 PY
 "$VENV/bin/vspipe" --info "$SMOKE/smoke.vpy" >/dev/null || die "vspipe cannot run a script that uses core.nystra; see the messages above"
-say "done: .venv ready (test: scripts/test.sh)"
+say "done in $SECONDS s: .venv ready (test: scripts/test.sh)"
