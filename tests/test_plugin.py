@@ -65,9 +65,10 @@ def test_manifest_equals_running_plugin(plugin: Any) -> None:
     assert tuple(plugin.version) == tuple(MANIFEST["version"])
     functions = {f.name: f for f in plugin.functions()}
     assert set(functions) == {*MANIFEST["functions"], build_shim.IMPL_HOOK}
+    stale = "the installed shim differs from plugin_manifest/nystra.json; fix: rerun scripts/setup.sh"
     for name, spec in MANIFEST["functions"].items():
-        assert functions[name].signature == build_shim.signature(spec["args"]), name
-        assert functions[name].return_signature == build_shim.signature(spec["returns"]), name
+        assert functions[name].signature == build_shim.signature(spec["args"]), f"{name}: {stale}"
+        assert functions[name].return_signature == build_shim.signature(spec["returns"]), f"{name}: {stale}"
         assert "any" not in functions[name].signature.split(";")[-2], "typed signatures only"
     library = Path(plugin.plugin_path)
     assert library.name == "libnystra.so" and library.parent.name == "nystra"
