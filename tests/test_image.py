@@ -171,3 +171,23 @@ def test_cuda_fp16_matches_fp32() -> None:
     half = restore_image(model.half(), x.cuda())
     assert half.device.type == "cuda" and half.dtype == torch.float32
     assert (half.cpu() - ref).abs().max() < 2e-2
+
+
+def test_enlarged_window_pads_to_it_and_clamps_on_the_input() -> None:
+    """Window 64 on a checkpoint trained at img_size 48: the model pads to 64 and shifts only when the input spans
+    more than one window (the research code's clamp, decided by the actual input size)."""
+    model = load_model(PARITY / "swinir_classical_x2.pth")
+    patch_attention(model, Exact(), window=64, bias="drop", mask="drop")
+    assert size_requirements(model).multiple_of == 64
+    blocks = [m for m in model.modules() if hasattr(m, "enlarged")]
+    assert all(b.enlarged and b.window == 64 for b in blocks)
+    assert [b.shift for b in blocks] == [0, 32, 0, 32]
+    out = restore_image(model, _baby_crop(0, 0, 40, 50))
+    assert out.shape == (3, 80, 100) and torch.isfinite(out).all()
+    x = _baby_crop(0, 0, 64, 64)[None]
+    with torch.no_grad():
+        one_window = model(x)
+        for b in blocks:
+            b.shift = 0
+        no_shift = model(x)
+    torch.testing.assert_close(one_window, no_shift, rtol=0, atol=0)

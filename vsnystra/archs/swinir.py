@@ -105,6 +105,7 @@ class SwinTransformerBlock(nn.Module):
             # Only to load/save official checkpoints strictly; forward uses the shared per-size cache.
             self.register_buffer("attn_mask", shift_mask(resolution, resolution, win, shift))
         self._masks = masks
+        self.enlarged = False
         self.spec: AttentionSpec = Exact()
         self.use_bias = True
         self.use_mask = True
@@ -116,7 +117,13 @@ class SwinTransformerBlock(nn.Module):
             if len(sizes) != 1:
                 raise ValueError(f"patch_attention: SwinIR needs a square window (int), got {cfg.window!r}")
             want = sizes.pop()
-        self.window, self.shift = clamp_window(self.resolution, int(want), self.shifted)
+        self.enlarged = int(want) != self.trained_window
+        if self.enlarged:
+            # Research-code rule (run_swinir.py builds img_size = the padded test size): the clamp is decided by the
+            # actual input in forward, not by the checkpoint's training img_size.
+            self.window, self.shift = int(want), (int(want) // 2 if self.shifted else 0)
+        else:
+            self.window, self.shift = clamp_window(self.resolution, int(want), self.shifted)
         self.spec = cfg.spec
         self.use_bias = cfg.bias == "keep"
         self.use_mask = cfg.mask == "keep"
@@ -125,6 +132,8 @@ class SwinTransformerBlock(nn.Module):
         h, w = size
         b, _, c = x.shape
         ws, s = self.window, self.shift
+        if self.enlarged and min(h, w) <= ws:
+            s = 0  # the (padded) input is one window high or wide: no shift, as upstream's clamp would decide
         fwd, inv = self._masks.order(h, w, (ws, ws), (s, s), x.device)
         win = self.norm1(x).index_select(1, fwd).view(-1, ws * ws, c)  # roll(-s) + window partition in one gather
         mask = None
@@ -262,9 +271,10 @@ class SwinIR(nn.Module):
     def configure_attention(self, cfg: AttentionConfig) -> None:
         """Keep the model's own pad-to-window multiple in step with the blocks' (possibly enlarged) window."""
         want = self.trained_window if cfg.window is None else cfg.window
-        size = want if isinstance(want, int) else max(want)
-        self.window_size = int(size)
-        self.pad_multiple = clamp_window(self.img_size, int(size), False)[0]
+        size = int(want if isinstance(want, int) else max(want))
+        self.window_size = size
+        enlarged = size != self.trained_window
+        self.pad_multiple = size if enlarged else clamp_window(self.img_size, size, False)[0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
