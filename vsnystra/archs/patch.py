@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig, ConfigurableAttention, Keep
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
-
-M = TypeVar("M", bound=nn.Module)
 
 
 def _check_keep(name: str, value: str) -> Keep:
@@ -18,7 +14,7 @@ def _check_keep(name: str, value: str) -> Keep:
     return value  # type: ignore[return-value]
 
 
-def patch_attention(
+def patch_attention[M: nn.Module](
     model: M,
     spec: AttentionSpec,
     *,
