@@ -59,3 +59,18 @@ def window_qkv(
     q, k, v = (win @ proj[i] for i in range(3))
     q = q * sharpness * 2.0
     return tuple(t.view(t.shape[0], ws * ws, heads, head_dim).transpose(1, 2).contiguous().to(dtype) for t in (q, k, v))  # type: ignore[return-value]
+
+
+def shift_mask_3d(d: int, h: int, w: int, ws: tuple[int, int, int], shift: tuple[int, int, int]) -> torch.Tensor:
+    """Video Swin / RVRT shifted-window mask (nW, N, N) for a (d, h, w) volume: 0 within a region, -100 across."""
+    img = torch.zeros(d, h, w)
+    cnt = 0
+    for ds in (slice(-ws[0]), slice(-ws[0], -shift[0]), slice(-shift[0], None)):
+        for hs in (slice(-ws[1]), slice(-ws[1], -shift[1]), slice(-shift[1], None)):
+            for wsl in (slice(-ws[2]), slice(-ws[2], -shift[2]), slice(-shift[2], None)):
+                img[ds, hs, wsl] = cnt
+                cnt += 1
+    win = img.view(d // ws[0], ws[0], h // ws[1], ws[1], w // ws[2], ws[2]).permute(0, 2, 4, 1, 3, 5)
+    win = win.reshape(-1, ws[0] * ws[1] * ws[2])
+    diff = win.unsqueeze(1) - win.unsqueeze(2)
+    return torch.where(diff != 0, torch.tensor(-100.0), torch.tensor(0.0))

@@ -16,7 +16,7 @@ from vsnystra.attention.nystra import _guard_rows, iterative_pinv, paper_attenti
 from vsnystra.attention.policy import nystrom_pays
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attention_inputs import relative_bias, shift_mask, window_qkv
+from attention_inputs import relative_bias, shift_mask, shift_mask_3d, window_qkv
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -240,6 +240,35 @@ def test_bias_and_mask_aware_beats_dropping_them() -> None:
     # converged inverse and many landmarks: close to exact attention with bias and mask
     close = rel(attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(128, 25, None, "matrix")), ref)
     assert close < 0.02
+
+
+def test_3d_windows_with_mask_and_bias() -> None:
+    """Video windows (t, h, w) = (2, 8, 8), shift (1, 4, 4): up to 8 regions, landmarks per frame and region."""
+    grid, shift = (2, 8, 8), (1, 4, 4)
+    mask = shift_mask_3d(4, 16, 16, grid, shift)  # 8 windows
+    labels = mask_labels(mask)
+    assert labels is not None and labels[-1].unique().numel() == 8
+    gen = torch.Generator().manual_seed(5)
+    n, heads, d = 128, 2, 16
+    base = torch.randn(mask.shape[0], heads, 2, 2, 2, d, generator=gen)  # smooth over the 3-D grid
+    smooth = torch.nn.functional.interpolate(base.flatten(0, 1).permute(0, 4, 1, 2, 3), size=grid, mode="trilinear")
+    q, k, v = (smooth.permute(0, 2, 3, 4, 1).reshape(-1, heads, n, d) * s for s in (2.0, 1.0, 1.0))
+    coords = torch.stack(torch.meshgrid(*(torch.arange(g) for g in grid), indexing="ij")).flatten(1).float()
+    rel_pos = coords[:, :, None] - coords[:, None, :]  # (3, N, N): a smooth function of it, as a learned table is
+    bias = torch.stack([-0.05 * (h + 1) * (rel_pos[1] ** 2 + rel_pos[2] ** 2) + 0.3 * rel_pos[0] for h in range(heads)])
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=mask)
+    out = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(32, 25, None, "matrix"), window=grid)
+    assert torch.isfinite(out).all()
+    dropped = paper_attention(q, k, v, scale=0.25, spec=PnPNystra(32, 25, None, "matrix"), window=grid)
+    assert rel(out, ref) < 0.5 * rel(dropped, ref)
+    # values outside token 0's region never reach it
+    w = mask.shape[0] - 1
+    other = labels[w] != labels[w, 0]
+    v2 = v.clone()
+    v2[w, :, other] -= 5.0
+    out2 = attention(q, k, v2, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(32, 6, 0.0), window=grid)
+    out1 = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(32, 6, 0.0), window=grid)
+    assert (out2[w, :, ~other] - out1[w, :, ~other]).abs().max() <= 1e-5 * out1.abs().max()
 
 
 def test_non_region_mask_falls_back_to_exact() -> None:
