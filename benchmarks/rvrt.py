@@ -1,0 +1,188 @@
+"""Seconds per frame of full-size RVRT (random weights) under five attention settings, with a time breakdown.
+
+    .venv/bin/python benchmarks/rvrt.py                                  # 320x180, 4 frames, sr and dn
+    .venv/bin/python benchmarks/rvrt.py --models sr --frames 4 --size 320x180 --settings a,b,e
+    .venv/bin/python benchmarks/rvrt.py --quick                          # 160x96, 4 frames: a smoke run
+
+Models (official hyper-parameters, default init, random weights; cost does not depend on the values):
+  sr  001/002/003 video SR x4: embed 144, groups [1]*6 (input = LR frames, output x4)
+  dn  006 DAVIS non-blind denoising: embed 192, groups [1,3,4,6,8,4], 4 input channels (features at 1/4 size)
+Settings:
+  a  Naive at the trained window [2,8,8] (upstream's formulation: the stock model)
+  b  Exact (fused SDPA) at the trained window
+  c  PnP-Nystra (m 32, 6 iters, t 0) at the trained window, bias and mask kept
+  d  Exact at the paper's [2,64,64] window, bias and mask dropped (the research code's "original")
+  e  PnP-Nystra at [2,64,64] (m 32, 6 iters, t 0), bias and mask dropped (the paper's RVRT setting)
+Breakdown (wall time inside): GDA = the four alignment modules (offset convs + deformable attention), window
+attention = the attention seam calls of every STL, flow = SpyNet, rest = everything else. With 2 frames (one clip)
+no alignment runs; use >= 4 frames. Settings run interleaved; each figure is the minimum over --reps forwards.
+Results are appended to benchmarks/results/rvrt.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import vsnystra.archs.rvrt_blocks as blocks  # noqa: E402
+from vsnystra.archs.patch import patch_attention  # noqa: E402
+from vsnystra.archs.rvrt import RVRT, build  # noqa: E402
+from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack  # noqa: E402
+from vsnystra.archs.spynet import SpyNet  # noqa: E402
+from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "rvrt.md"
+PNP = PnPNystra(landmarks=32, iters=6, threshold=0.0)
+SETTINGS: dict[str, tuple[str, Any, dict[str, Any]]] = {
+    "a": ("Naive, trained [2,8,8] (stock)", Naive(), {}),
+    "b": ("Exact, trained [2,8,8]", Exact(), {}),
+    "c": ("PnP-Nystra, trained [2,8,8]", PNP, {}),
+    "d": ("Exact, [2,64,64], no bias/mask", Exact(), {"window": [2, 64, 64], "bias": "drop", "mask": "drop"}),
+    "e": ("PnP-Nystra, [2,64,64], no bias/mask", PNP, {"window": [2, 64, 64], "bias": "drop", "mask": "drop"}),
+}
+
+
+def make_model(kind: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    if kind == "sr":
+        net = RVRT(upscale=4, embed_dims=(144, 144, 144), inputconv_groups=(1, 1, 1, 1, 1, 1))
+    else:
+        net = RVRT(upscale=1, embed_dims=(192, 192, 192), inputconv_groups=(1, 3, 4, 6, 8, 4), nonblind_denoising=True)
+    return build(net.state_dict())
+
+
+class Timers:
+    """Wall-time buckets filled by forward hooks (GDA, flow) and a wrapper around the attention seam."""
+
+    def __init__(self) -> None:
+        self.t: dict[str, float] = defaultdict(float)
+        self._start: dict[int, float] = {}
+
+    def hook(self, model: torch.nn.Module) -> list[Any]:
+        handles = []
+        for m in model.modules():
+            name = "gda" if isinstance(m, GuidedDeformAttnPack) else "flow" if isinstance(m, SpyNet) else None
+            if name is None:
+                continue
+            handles.append(m.register_forward_pre_hook(lambda mod, args: self._begin(mod)))
+            handles.append(m.register_forward_hook(lambda mod, args, out, n=name: self._end(mod, n)))
+        return handles
+
+    def _begin(self, mod: torch.nn.Module) -> None:
+        self._start[id(mod)] = time.perf_counter()
+
+    def _end(self, mod: torch.nn.Module, name: str) -> None:
+        self.t[name] += time.perf_counter() - self._start.pop(id(mod))
+
+    @contextmanager
+    def seam(self) -> Iterator[None]:
+        original: Callable[..., torch.Tensor] = blocks.attention
+
+        def timed(*args: Any, **kwargs: Any) -> torch.Tensor:
+            t0 = time.perf_counter()
+            out = original(*args, **kwargs)
+            self.t["attn"] += time.perf_counter() - t0
+            return out
+
+        blocks.attention = timed  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            blocks.attention = original  # type: ignore[assignment]
+
+
+def run(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
+    best: dict[str, float] = {}
+    for _ in range(reps):
+        timers = Timers()
+        handles = timers.hook(model)
+        with timers.seam(), torch.no_grad():
+            t0 = time.perf_counter()
+            model(x)
+            total = time.perf_counter() - t0
+        for h in handles:
+            h.remove()
+        if not best or total < best["total"]:
+            best = {"total": total, **timers.t}
+    best["rest"] = best["total"] - sum(best.get(k, 0.0) for k in ("gda", "attn", "flow"))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="sr,dn")
+    ap.add_argument("--settings", default="a,b,c,d,e")
+    ap.add_argument("--size", default="320x180", help="input WxH (LR for sr)")
+    ap.add_argument("--frames", type=int, default=4)
+    ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="160x96, 4 frames")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    w, h = (160, 96) if args.quick else map(int, args.size.lower().split("x"))
+    keys = args.settings.split(",")
+    lines = [
+        f"\n## RVRT, {w}x{h} input, {args.frames} frames, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {time.strftime('%Y-%m-%d %H:%M')}\n",
+        f"Command: `{' '.join(['.venv/bin/python', *sys.argv])}`\n",
+        "| model | setting | s/frame | vs a (stock) | vs b (Exact) | GDA | window attn | flow | rest |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for kind in args.models.split(","):
+        model = make_model(kind)
+        c = 4 if kind == "dn" else 3
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand(1, args.frames, c, h, w, generator=g)
+        res: dict[str, dict[str, float]] = {}
+        for key in keys:
+            _, spec, patch = SETTINGS[key]
+            patch_attention(model, spec, **patch)
+            res[key] = run(model, x, args.reps)
+            r = res[key]
+            print(
+                f"{kind} {key}: {r['total'] / args.frames:.2f} s/frame {dict((k, round(v, 2)) for k, v in r.items())}"
+            )
+        for key in keys:
+            r = res[key]
+            label = SETTINGS[key][0]
+            sa = f"{res['a']['total'] / r['total']:.2f}x" if "a" in res else "-"
+            sb = f"{res['b']['total'] / r['total']:.2f}x" if "b" in res else "-"
+            share = [f"{100 * r.get(k, 0.0) / r['total']:.0f}%" for k in ("gda", "attn", "flow", "rest")]
+            lines.append(
+                f"| {kind} | {key}: {label} | {r['total'] / args.frames:.2f} | {sa} | {sb} | "
+                + " | ".join(share)
+                + " |"
+            )
+        if "d" in res and "e" in res:
+            notes.append(
+                f"{kind}: PnP-Nystra vs Exact at [2,64,64] (e vs d): {res['d']['total'] / res['e']['total']:.2f}x"
+            )
+        if "a" in res and "e" in res:
+            notes.append(
+                f"{kind}: PnP-Nystra [2,64,64] vs the stock model (e vs a): "
+                f"{res['a']['total'] / res['e']['total']:.2f}x"
+            )
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    print(text)
+    if not args.no_write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        with RESULTS.open("a") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
