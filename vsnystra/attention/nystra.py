@@ -210,10 +210,10 @@ def aware_attention(
             ku += terms.window(terms.t_u, w0, w1)
         kl = kernel_(kl, spec.threshold)
         ku = kernel_(ku, spec.threshold)
-        if terms.keep_l is not None:  # zero across regions (multiplying avoids slow exp(-inf)/denormals)
-            keep = terms.window(terms.keep_l, w0, w1)
-            kl.mul_(keep)
-            ku.mul_(keep.transpose(-2, -1))
+        if terms.keep_l is not None and terms.keep_u is not None:
+            # zero across regions; multiplying after f avoids the slow exp(-inf) and denormal paths
+            kl.mul_(terms.window(terms.keep_l, w0, w1))
+            ku.mul_(terms.window(terms.keep_u, w0, w1))
         vc = v[s:e]
         prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
         torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=out[s:e])

@@ -27,8 +27,9 @@ class AwareTerms:
     t_l: torch.Tensor | None  # (U, nH, N, m')
     t_u: torch.Tensor | None  # (U, nH, m', N)
     t_a: torch.Tensor | None  # (U, nH, m', m')
-    keep_l: torch.Tensor | None  # (U, 1, N, m') bool: token and landmark in the same region
-    keep_a: torch.Tensor | None  # (U, 1, m', m') bool: landmarks in the same (real) region
+    keep_l: torch.Tensor | None  # (U, 1, N, m') 1.0 where token and landmark share a region, else 0.0
+    keep_u: torch.Tensor | None  # (U, 1, m', N) the same, transposed (contiguous)
+    keep_a: torch.Tensor | None  # (U, 1, m', m') 1.0 where two real landmarks share a region
     inverse: tuple[int, ...]  # pattern of each window
 
     def window(self, t: torch.Tensor, w0: int, w1: int) -> torch.Tensor:
@@ -60,13 +61,14 @@ def build_terms(
         t_l = torch.stack([b_l[:, :, ix] for ix in index]).contiguous()
         t_u = torch.stack([b_u[:, ix, :] for ix in index]).contiguous()
         t_a = torch.stack([b_a[:, ix][:, :, ix] for ix in index]).contiguous()
-    keep_l = keep_a = None
+    keep_l = keep_u = keep_a = None
     if masked:
         lab = rl.labels.to(device)
         reg = rl.region.to(device)
-        keep_l = (lab.unsqueeze(2) == reg.unsqueeze(1)).unsqueeze(1)
-        keep_a = ((reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)).unsqueeze(1)
-    return AwareTerms(t_l, t_u, t_a, keep_l, keep_a, tuple(int(u) for u in rl.inverse))
+        keep_l = (lab.unsqueeze(2) == reg.unsqueeze(1)).unsqueeze(1).to(dtype)
+        keep_u = keep_l.transpose(-2, -1).contiguous()
+        keep_a = ((reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)).unsqueeze(1).to(dtype)
+    return AwareTerms(t_l, t_u, t_a, keep_l, keep_u, keep_a, tuple(int(u) for u in rl.inverse))
 
 
 _cache: OrderedDict[tuple[object, ...], tuple[Callable[[], object], int, AwareTerms]] = OrderedDict()
