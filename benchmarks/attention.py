@@ -120,7 +120,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     header = (
         f"Device {args.device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, {args.dtype}, load average at start {os.getloadavg()[0]:.1f}; feature map {args.size}x{args.size}, {args.heads} heads, "
+        f"torch {torch.__version__}, {args.dtype}, load average at start {os.getloadavg()[0]:.1f}; "
+        f"feature map {args.size}x{args.size}, {args.heads} heads, "
         f"shift = window/2 with Swin's shift mask and a relative-position bias passed to both; "
         f"PnP-Nystra iters={args.iters}, threshold={args.threshold}, pinv_init=batch, policy=always "
         "('auto ms': the same spec with policy='auto'). Baseline: Exact = SDPA with bias and mask. "
