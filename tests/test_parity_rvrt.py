@@ -94,3 +94,19 @@ def test_flip_back_to_exact_restores_stock_output() -> None:
         back = model(x)
     assert (moved - ref).abs().max() > 1e-3
     assert (back - ref).abs().max() <= 1e-6
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("meta", _fixtures(("rvrt",)))
+def test_rvrt_fixture_cuda(meta: dict[str, Any]) -> None:
+    """Same fixtures on CUDA in fp32 (pure-PyTorch GDA, no compiled extension) and fp16 within 5e-2."""
+    from vsnystra import load_model
+
+    model = load_model(PARITY / meta["checkpoint"]).cuda()
+    io = torch.load(PARITY / f"{meta['name']}.io.pt", weights_only=True)
+    io["input"] = io["input"].cuda()
+    _check(_run(model, meta, io).cpu(), io["output"])
+    io["input"] = io["input"].half()
+    y16 = _run(model.half(), meta, io).float().cpu()
+    assert (y16 - io["output"]).abs().max().item() <= 5e-2 * max(1.0, io["output"].abs().max().item())

@@ -225,3 +225,17 @@ def test_gda_matches_loop_transcription(max_elems: int) -> None:
     moved[:, :, groups // 2] += 0.7
     other = deform_attn(q, kv, moved.view_as(offset), heads=heads, groups=groups, clip=clip)
     assert (other - ours).abs().max().item() > 1e-3
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gda_cuda_matches_cpu() -> None:
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 48, 20, 36, generator=g)
+    kv = torch.randn(1, 2, 96, 20, 36, generator=g)
+    offset = 4 * torch.randn(2, 2 * 12 * 9 * 2, 20, 36, generator=g)
+    ref = deform_attn(q, kv, offset, heads=12, groups=12, clip=2)
+    dev = deform_attn(q.cuda(), kv.cuda(), offset.cuda(), heads=12, groups=12, clip=2).cpu()
+    assert (dev - ref).abs().max().item() < 1e-4
+    half = deform_attn(q.cuda().half(), kv.cuda().half(), offset.cuda().half(), heads=12, groups=12, clip=2)
+    assert half.dtype == torch.float16 and (half.float().cpu() - ref).abs().max().item() < 5e-2

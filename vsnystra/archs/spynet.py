@@ -18,6 +18,8 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") 
 
     Matches upstream's pixel-to-[-1, 1] normalisation ``2 p / max(size - 1, 1) - 1`` so warps agree bitwise-close.
     """
+    if x.dtype in (torch.float16, torch.bfloat16):  # pixel positions need more than 8-11 mantissa bits
+        return flow_warp(x.float(), flow.float(), padding_mode).to(x.dtype)
     _, _, h, w = x.shape
     dtype = flow.dtype
     gx = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, w)
