@@ -48,6 +48,7 @@ from vsnystra.attention.specs import PnPNystra
 from vsnystra.attention.terms import cached_terms
 
 _log = logging.getLogger(__name__)
+_warned: list[bool] = []  # the non-region-mask warning is logged once per process, then at debug level
 # Elements of one chunk's (rows × landmarks) kernel: on CPU small enough for the element-wise passes to stay in
 # cache; on GPUs large, so that few kernels launch and the guard synchronises rarely.
 _CHUNK_ELEMENTS = {"cpu": 1 << 17}
@@ -164,8 +165,10 @@ def aware_attention(
             return None
         rl = found
     mp = rl.index.shape[1]
-    if mp >= n:
-        return None
+    if mp >= n:  # region pieces as many as tokens: Nyström cannot save anything
+        from vsnystra.attention.core import exact_attention
+
+        return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     index = rl.index.to(dev)
     qs = q.to(wd) * scale
     k = k.to(wd)
@@ -240,8 +243,9 @@ def _guard_rows(
     bad = ~good
     ib, ih, ii = torch.nonzero(bad, as_tuple=True)
     ib = ib + start
-    for c in range(0, ib.numel(), 256):
-        sb, sh, si = ib[c : c + 256], ih[c : c + 256], ii[c : c + 256]
+    step = max(1, (1 << 22) // (k.shape[2] * k.shape[3]))  # rows per gather: at most ~16 MB of keys
+    for c in range(0, ib.numel(), step):
+        sb, sh, si = ib[c : c + step], ih[c : c + step], ii[c : c + step]
         logits = torch.einsum("rd,rjd->rj", qs[sb, sh, si], k[sb, sh])
         if bias is not None:
             logits = logits + bias[sh, si].to(logits.dtype)
@@ -272,10 +276,11 @@ def nystra_attention(
         return paper_attention(q, k, v, scale=scale, spec=spec, window=window)
     out = aware_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     if out is None:
-        _log.warning(
-            "attention: the mask is not a 0/-100 shifted-window mask or splits windows into too many regions for "
-            "%d landmarks; ran exact attention instead",
-            spec.landmarks,
+        _log.log(
+            logging.DEBUG if _warned else logging.WARNING,
+            "attention: PnPNystra needs a 0/-100 shifted-window mask (0 within a region, <= -30 across); this mask is "
+            "not one, so exact attention ran instead (pass mask=None or a region mask to use PnP-Nystra)",
         )
+        _warned.append(True)
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     return out
