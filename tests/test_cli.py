@@ -152,11 +152,13 @@ def test_swinir_x2_frame_by_frame(tmp_path: Path) -> None:
     assert (info["frames"], info["size"], info["pix_fmt"]) == (3, (96, 80), "yuv444p16le")
 
 
-@pytest.mark.skipif(not RVRT_DN.is_file(), reason="shared fixtures missing")
-def test_missing_sigma_is_a_usage_error(clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    rc = cli_main.main(["restore", str(clip), "-o", str(tmp_path), "--model", str(RVRT_DN), "--device", "cpu"])
-    assert rc == 2
-    assert "--sigma" in caplog.text
+@pytest.mark.skipif(not SWINIR_X2.is_file(), reason="shared fixtures missing")
+def test_sigma_for_a_non_denoiser_is_a_usage_error(
+    clip: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["restore", str(clip), "-o", str(tmp_path), "--model", str(SWINIR_X2), "--device", "cpu", "--sigma", "5"]
+    assert cli_main.main(argv) == 2
+    assert "drop --sigma" in caplog.text
     assert not list(tmp_path.iterdir())
 
 

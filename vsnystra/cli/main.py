@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--landmarks", type=int, help="PnP-Nystra landmarks")
     r.add_argument("--iters", type=int, help="PnP-Nystra pseudo-inverse iterations")
     r.add_argument("--window", type=_ints, help="enlarged attention window, e.g. 16 or 2,16,16")
-    r.add_argument("--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise)")
+    r.add_argument(
+        "--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
+    )
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     r.add_argument("--half", action="store_true", help="half-precision compute (fp16 on CUDA)")
     r.add_argument("--tile", type=_ints, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")

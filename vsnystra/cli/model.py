@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ state leaks into the caller while the generator is suspended.
 """
 
 ATTENTION_CHOICES = ("exact", "naive", "nystra")
+DEFAULT_SIGMA = 12.0  # same default as the nystra.RVRT filter (vsnystra/vs/filters.py)
 
 
 @dataclass(frozen=True)
@@ -100,12 +101,13 @@ def load(settings: ModelSettings) -> LoadedModel:
     if info is None:
         raise TypeError(f"vsnystra restore: {path} did not load as a vsnystra model (no .info)")
     if info.needs_sigma and settings.sigma is None:
-        raise ValueError(
-            f"vsnystra restore: {settings.model} is a non-blind denoiser; pass --sigma "
-            "(noise standard deviation on the 0-255 scale, e.g. --sigma 10)"
-        )
+        log.info("no --sigma given: denoising with sigma %g (the nystra.RVRT default)", DEFAULT_SIGMA)
+        settings = replace(settings, sigma=DEFAULT_SIGMA)
     if settings.sigma is not None and not info.needs_sigma:
-        log.warning("--sigma is ignored: %s is not a non-blind denoiser", settings.model)
+        raise ValueError(
+            f"vsnystra restore: --sigma only applies to non-blind denoisers; {path.name} ({info.arch} {info.task}) "
+            "takes none, drop --sigma"
+        )
     log.info(
         "model %s (%s %s, x%d) on %s/%s, attention %s", path.name, info.arch, info.task, info.scale, device, dtype, spec
     )
