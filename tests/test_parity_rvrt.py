@@ -94,6 +94,11 @@ def test_flip_back_to_exact_restores_stock_output() -> None:
         back = model(x)
     assert (moved - ref).abs().max() > 1e-3
     assert (back - ref).abs().max() <= 1e-6
+    with pytest.raises(ValueError, match="bias='drop'"):
+        patch_attention(model, Exact(), window=[2, 16, 16])  # no trained bias for a larger window
+    stls = [m for m in model.modules() if hasattr(m, "configure_attention")]
+    patch_attention(model, Exact(), window=[2, 64, 64], bias="drop", mask="drop")
+    assert {m.window for m in stls} == {(2, 64, 64), (1, 64, 64)}  # [1,8,8] layers keep one frame
 
 
 @pytest.mark.cuda
