@@ -328,3 +328,33 @@ def test_weights_list_and_unknown_model(
     rc = cli_main.main(["restore", str(clip), "--model", "rvrt-denoise-davis"])
     assert rc == 2 and "vsnystra weights download rvrt-denoise-davis" in caplog.text
     assert cli_main.main(["weights", "download", "no-such-thing"]) == 1
+
+
+def test_prefetch_order_errors_and_close() -> None:
+    from vsnystra.cli.pipeline import Prefetch
+
+    assert [int(a[0]) for a in Prefetch(iter([np.full(1, i) for i in range(10)]), depth=2)] == list(range(10))
+
+    def failing() -> Iterator[np.ndarray]:
+        yield np.zeros(1)
+        raise OSError("decode error in frame 1")
+
+    p = Prefetch(failing())
+    next(p)
+    with pytest.raises(OSError, match="frame 1"):
+        next(p)
+    produced: list[int] = []
+
+    def endless() -> Iterator[np.ndarray]:
+        i = 0
+        while True:
+            produced.append(i)
+            yield np.full(1, i)
+            i += 1
+
+    p = Prefetch(endless(), depth=2)
+    next(p)
+    p.close()
+    count = len(produced)
+    time.sleep(0.2)
+    assert len(produced) == count < 10  # bounded read-ahead, stopped for good

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import runpy
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 Restorer = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
 OnFrame = Callable[[int], None]
+PREFETCH_FRAMES = 4
 
 COPY_TYPES = ("audio", "subtitle", "data")
 # Tags that describe the old encode and would be wrong on the new file (the muxer writes fresh ones).
@@ -222,7 +225,62 @@ def process(
     if src.suffix.lower() == ".vpy":
         return _run(_open_vpy_source(src), None, tmp, restorer, encode, container_format, on_start, on_frame)
     with av.open(str(src), "r") as inp:
-        return _run(_open_av_source(inp), inp, tmp, restorer, encode, container_format, on_start, on_frame)
+        source = _open_av_source(inp)
+        prefetch = Prefetch(source.frames, depth=PREFETCH_FRAMES)
+        source.frames = prefetch
+        try:
+            return _run(source, inp, tmp, restorer, encode, container_format, on_start, on_frame)
+        finally:
+            prefetch.close()  # the decoding thread must be gone before the input container closes
+
+
+class Prefetch(Iterator[np.ndarray]):
+    """Run a frame iterator (demux, decode, colour conversion) in a thread, ``depth`` frames ahead.
+
+    Why: decoding and swscale release the GIL, so they overlap with the model (which releases it too) instead of
+    adding to its time, as the separate vspipe and ffmpeg processes overlap in the pipe.
+    """
+
+    def __init__(self, it: Iterator[np.ndarray], depth: int = 4) -> None:
+        self._q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(it,), name="vsnystra-decode", daemon=True)
+        self._thread.start()
+
+    def _put(self, msg: tuple[str, Any]) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(msg, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self, it: Iterator[np.ndarray]) -> None:
+        try:
+            for item in it:
+                if not self._put(("item", item)):
+                    return
+            self._put(("end", None))
+        except BaseException as e:  # handed to the consumer, raised there
+            self._put(("error", e))
+
+    def __next__(self) -> np.ndarray:
+        kind, value = self._q.get()
+        if kind == "item":
+            return value  # type: ignore[no-any-return]
+        self._q.put((kind, value))  # keep answering the same way if asked again
+        if kind == "end":
+            raise StopIteration
+        raise value
+
+    def close(self) -> None:
+        """Stop the thread and wait for it (it stops within ~0.1 s or after the frame it is decoding)."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._q.get_nowait()
+            self._thread.join(timeout=0.05)
 
 
 def _run(
