@@ -62,9 +62,18 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-def run(args: argparse.Namespace) -> list[str]:
+def cpu_has_native_bf16() -> bool:
+    """bf16 matmuls are only worth timing where the CPU has bf16 instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def run(args: argparse.Namespace, dtype_name: str) -> list[str]:
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     windows = [8, 32] if args.quick else [8, 16, 32, 64]
     head_dims = [32] if args.quick else [24, 30, 32]
     rows = [
@@ -105,7 +114,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="windows 8 and 32, head dim 32 only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument(
+        "--dtype",
+        choices=["fp32", "bf16", "fp16"],
+        default=None,
+        help="default: fp32, plus bf16 on CPUs with native bf16, plus fp16 on CUDA",
+    )
     p.add_argument("--size", type=int, default=128, help="feature map side (windows per call = (size/window)²)")
     p.add_argument("--heads", type=int, default=6)
     p.add_argument("--iters", type=int, default=6)
@@ -118,22 +132,30 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    header = (
-        f"Device {args.device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, {args.dtype}, load average at start {os.getloadavg()[0]:.1f}; "
-        f"feature map {args.size}x{args.size}, {args.heads} heads, "
-        f"shift = window/2 with Swin's shift mask and a relative-position bias passed to both; "
-        f"PnP-Nystra iters={args.iters}, threshold={args.threshold}, pinv_init=batch, policy=always "
-        "('auto ms': the same spec with policy='auto'). Baseline: Exact = SDPA with bias and mask. "
-        "Times: min over rounds of the median of repeats, exact and PnP interleaved."
-    )
-    print(header)
-    rows = run(args)
+    if args.dtype:
+        dtypes = [args.dtype]
+    elif args.device.startswith("cuda"):
+        dtypes = ["fp32", "fp16"]
+    else:
+        dtypes = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    sections = []
+    for dtype_name in dtypes:
+        header = (
+            f"Device {args.device} ({platform.processor() or platform.machine()}), {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}, {dtype_name}, load average at start {os.getloadavg()[0]:.1f}; "
+            f"feature map {args.size}x{args.size}, {args.heads} heads, "
+            f"shift = window/2 with Swin's shift mask and a relative-position bias passed to both; "
+            f"PnP-Nystra iters={args.iters}, threshold={args.threshold}, pinv_init=batch, policy=always "
+            "('auto ms': the same spec with policy='auto'). Baseline: Exact = SDPA with bias and mask. "
+            "Times: min over rounds of the median of repeats, exact and PnP interleaved."
+        )
+        print(header)
+        sections.append(header + "\n\n" + "\n".join(run(args, dtype_name)))
     if not args.no_write:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = "python benchmarks/attention.py " + " ".join(sys.argv[1:])
-        out.write_text(f"# Attention benchmark\n\n`{cmd.strip()}`\n\n{header}\n\n" + "\n".join(rows) + "\n")
+        out.write_text(f"# Attention benchmark\n\n`{cmd.strip()}`\n\n" + "\n\n".join(sections) + "\n")
 
 
 if __name__ == "__main__":
