@@ -271,6 +271,16 @@ def test_3d_windows_with_mask_and_bias() -> None:
     assert (out2[w, :, ~other] - out1[w, :, ~other]).abs().max() <= 1e-5 * out1.abs().max()
 
 
+def test_images_in_one_batch_are_independent() -> None:
+    q, k, v, bias, mask = masked_case(ws=8, per_side=3)
+    spec = PnPNystra(16, 3, 0.0)
+    one = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=spec)
+    two = attention(
+        q.repeat(2, 1, 1, 1), k.repeat(2, 1, 1, 1), v.repeat(2, 1, 1, 1), scale=0.25, bias=bias, mask=mask, spec=spec
+    )
+    assert torch.equal(two[: q.shape[0]], one) and torch.equal(two[q.shape[0] :], one)
+
+
 def test_non_region_mask_falls_back_to_exact() -> None:
     q, k, v, bias, mask = masked_case(ws=8)
     soft = mask.clone()

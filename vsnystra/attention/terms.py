@@ -71,7 +71,9 @@ def build_terms(
     return AwareTerms(t_l, t_u, t_a, keep_l, keep_u, keep_a, tuple(int(u) for u in rl.inverse))
 
 
-_cache: OrderedDict[tuple[object, ...], tuple[Callable[[], object], int, AwareTerms]] = OrderedDict()
+_cache: OrderedDict[tuple[object, ...], tuple[Callable[[], object], Callable[[], object], int, AwareTerms]] = (
+    OrderedDict()
+)
 
 
 def cached_terms(
@@ -80,12 +82,13 @@ def cached_terms(
     """build_terms, reused while the same bias tensor (unmodified) meets the same region layout."""
     key = (id(bias), id(rl), masked, dtype, device)
     hit = _cache.get(key)
-    alive: Callable[[], object] = (lambda: None) if bias is None else weakref.ref(bias)
-    if hit is not None and hit[0]() is bias and (bias is None or hit[1] == _version(bias)):
+    version = -1 if bias is None else _version(bias)
+    if hit is not None and hit[0]() is bias and hit[1]() is rl and hit[2] == version:
         _cache.move_to_end(key)
-        return hit[2]
+        return hit[3]
     terms = build_terms(bias, masked, rl, dtype, device)
-    _cache[key] = (alive, -1 if bias is None else _version(bias), terms)
+    alive: Callable[[], object] = (lambda: None) if bias is None else weakref.ref(bias)
+    _cache[key] = (alive, weakref.ref(rl), version, terms)
     _cache.move_to_end(key)
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
