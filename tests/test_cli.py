@@ -358,3 +358,20 @@ def test_prefetch_order_errors_and_close() -> None:
     count = len(produced)
     time.sleep(0.2)
     assert len(produced) == count < 10  # bounded read-ahead, stopped for good
+
+
+@pytest.mark.skipif(not RVRT_DN.is_file(), reason="shared fixtures missing")
+def test_attention_defaults_follow_the_architecture() -> None:
+    from vsnystra.attention.specs import Exact, PnPNystra
+
+    assert cli_model.detect_arch(RVRT_DN) == "rvrt"
+    assert cli_model.detect_arch(SWINIR_X2) == "swinir"
+    auto = cli_model.attention_spec("auto", None, None, "swinir")
+    assert auto == PnPNystra(landmarks=16, iters=2, threshold=5.0, policy="auto")
+    forced = cli_model.attention_spec("nystra", 8, None, "rvrt")
+    assert forced == PnPNystra(landmarks=8, iters=6, threshold=0.0, policy="always")
+    assert cli_model.attention_spec("exact", None, None, "rvrt") == Exact()
+    with pytest.raises(ValueError, match="only apply"):
+        cli_model.attention_spec("exact", 8, None, "rvrt")
+    with pytest.raises(ValueError, match="must be one of"):
+        cli_model.attention_spec("fast", None, None, None)

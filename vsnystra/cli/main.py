@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders of videos, or .vpy scripts")
     r.add_argument("-o", "--output-dir", type=Path, help="output folder (default: next to each input)")
     r.add_argument("--model", default=DEFAULT_MODELS["RVRT"], help="checkpoint path, bundled or official name")
-    r.add_argument("--attention", default="exact", help="exact | naive | nystra (PnP-Nystra)")
+    r.add_argument(
+        "--attention",
+        default="auto",
+        help="auto (PnP-Nystra where it pays on the device, the filters' default) | nystra | exact | naive",
+    )
     r.add_argument("--landmarks", type=int, help="PnP-Nystra landmarks")
     r.add_argument("--iters", type=int, help="PnP-Nystra pseudo-inverse iterations")
     r.add_argument("--window", type=_ints, help="enlarged attention window, e.g. 16 or 2,16,16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ Each model step runs under ``torch.inference_mode`` entered and left around that
 state leaks into the caller while the generator is suspended.
 """
 
-ATTENTION_CHOICES = ("exact", "naive", "nystra")
+ATTENTION_CHOICES = ("auto", "nystra", "exact", "naive")
 DEFAULT_SIGMA = 12.0  # same default as the nystra.RVRT filter (vsnystra/vs/filters.py)
 
 
@@ -33,7 +34,7 @@ class ModelSettings:
     """Model options of ``vsnystra restore`` (mirroring the filters' arguments)."""
 
     model: str
-    attention: str = "exact"
+    attention: str = "auto"
     landmarks: int | None = None
     iters: int | None = None
     window: tuple[int, ...] | None = None
@@ -46,24 +47,71 @@ class ModelSettings:
     sigma: float | None = None
 
 
-def attention_spec(name: str, landmarks: int | None, iters: int | None) -> Any:
-    """--attention/--landmarks/--iters → an attention spec."""
+# PnP-Nystra (landmarks, iterations, kernel threshold) per architecture when the filters' table is unavailable;
+# the table in vsnystra/vs/validate.py (the paper's settings) is preferred so both front ends agree.
+_FALLBACK_NYSTRA: dict[str, tuple[int, int, float | None]] = {
+    "swinir": (16, 2, 5.0),
+    "uformer": (32, 6, 0.0),
+    "rvrt": (32, 6, 0.0),
+}
+_FILTER_NAME = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
+
+
+def _nystra_defaults(arch: str | None) -> tuple[int, int, float | None]:
+    try:
+        from vsnystra.vs.validate import NYSTRA_DEFAULTS
+
+        table: dict[str, tuple[int, int, float | None]] = {
+            k: (int(v[0]), int(v[1]), v[2]) for k, v in NYSTRA_DEFAULTS.items()
+        }
+        if arch in _FILTER_NAME and _FILTER_NAME[arch] in table:
+            return table[_FILTER_NAME[arch]]
+    except ImportError:  # vapoursynth missing: the CLI still works on video files
+        pass
+    return _FALLBACK_NYSTRA.get(arch or "", (16, 6, None))
+
+
+def attention_spec(name: str, landmarks: int | None, iters: int | None, arch: str | None = None) -> Any:
+    """--attention/--landmarks/--iters → an attention spec, with the same per-architecture defaults as the filters.
+
+    "auto" (default) = PnP-Nystra where it pays on the device, else exact; "nystra" = always PnP-Nystra.
+    """
     from vsnystra.attention.specs import Exact, Naive, PnPNystra
 
     key = name.strip().lower().replace("_", "-")
-    if key in ("nystra", "pnp", "pnp-nystra"):
-        default = PnPNystra()
+    if key in ("nystra", "pnp", "pnp-nystra", "auto"):
+        m, k, t = _nystra_defaults(arch)
         return PnPNystra(
-            landmarks=default.landmarks if landmarks is None else landmarks,
-            iters=default.iters if iters is None else iters,
+            landmarks=m if landmarks is None else landmarks,
+            iters=k if iters is None else iters,
+            threshold=t,
+            policy="auto" if key == "auto" else "always",
         )
     if landmarks is not None or iters is not None:
-        raise ValueError("vsnystra restore: --landmarks/--iters only apply with --attention nystra")
+        raise ValueError("vsnystra restore: --landmarks/--iters only apply with --attention nystra or auto")
     if key == "exact":
         return Exact()
     if key == "naive":
         return Naive()
     raise ValueError(f"vsnystra restore: --attention must be one of {', '.join(ATTENTION_CHOICES)}, got {name!r}")
+
+
+def detect_arch(path: Path) -> str | None:
+    """Architecture of a checkpoint from its key names, reading no tensor data (mmap); None if unsure."""
+    import importlib
+
+    from vsnystra.archs.registry import ARCH_MODULES, canonical_state_dict
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        sd = canonical_state_dict(obj)
+        for name in ARCH_MODULES:
+            mod = importlib.import_module(name)
+            if mod.detect(sd):
+                return str(mod.NAME)
+    except Exception:  # old pickle format, corrupt file…: load_model reports it properly
+        log.debug("could not detect the architecture of %s", path, exc_info=True)
+    return None
 
 
 def _one_or_tuple(v: tuple[int, ...] | None) -> int | tuple[int, ...] | None:
@@ -93,7 +141,7 @@ def load(settings: ModelSettings) -> LoadedModel:
     path = resolve_model(settings.model)
     device = resolve_device(settings.device, caller="vsnystra restore")
     dtype = compute_dtype(device, settings.half)
-    spec = attention_spec(settings.attention, settings.landmarks, settings.iters)
+    spec = attention_spec(settings.attention, settings.landmarks, settings.iters, detect_arch(path))
     window = _one_or_tuple(settings.window)
     setting = AttentionSetting(spec=spec, window=window)
     model = default_cache().get(path, device=device, dtype=dtype, attention=setting)
