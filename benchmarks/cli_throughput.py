@@ -44,7 +44,7 @@ from vapoursynth import core
 import avsource
 core.num_threads = {vs_threads}
 clip = avsource.source({clip!r})
-clip = core.nystra.{filter}(clip, model={model!r}, device="cpu"{extra})
+clip = core.nystra.{filter}(clip, model={model!r}, device="cpu", attention={attention!r}{extra})
 clip = core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_s="709")
 clip.set_output()
 """
@@ -69,8 +69,11 @@ def run_vspipe(vpy: Path, out: Path, env: dict[str, str], x265: list[str]) -> fl
     return dt
 
 
-def run_cli(clip: Path, out_dir: Path, model: Path, extra: dict[str, float], env: dict[str, str]) -> float:
+def run_cli(
+    clip: Path, out_dir: Path, model: Path, extra: dict[str, float], env: dict[str, str], attention: str
+) -> float:
     args = [sys.executable, "-m", "vsnystra", "-q", "restore", str(clip), "-o", str(out_dir), "--overwrite"]
+    args += ["--attention", attention]
     args += ["--model", str(model), "--device", "cpu", "--codec", "x265", "--preset", "ultrafast", "--crf", "18"]
     for k, v in extra.items():
         args += [f"--{k}", str(int(v) if k == "chunk" else v)]
@@ -79,12 +82,13 @@ def run_cli(clip: Path, out_dir: Path, model: Path, extra: dict[str, float], env
     return time.perf_counter() - t0
 
 
-def run_direct(clip: Path, model_path: Path, extra: dict[str, float], threads: int) -> float:
+def run_direct(clip: Path, model_path: Path, extra: dict[str, float], threads: int, attention: str) -> float:
     import av
     import numpy as np
     import torch
 
-    from vsnystra.runtime.cache import default_cache
+    from vsnystra.cli.model import attention_spec, detect_arch
+    from vsnystra.runtime.cache import AttentionSetting, default_cache
     from vsnystra.runtime.image import restore_image
     from vsnystra.runtime.video import restore_video
 
@@ -92,7 +96,8 @@ def run_direct(clip: Path, model_path: Path, extra: dict[str, float], threads: i
     with av.open(str(clip)) as c:
         arrs = [f.to_ndarray(format="rgb48le") for f in c.decode(video=0)]
     frames = torch.from_numpy(np.stack(arrs).astype(np.float32) / 65535.0).permute(0, 3, 1, 2).contiguous()
-    model = default_cache().get(model_path, device=torch.device("cpu"))
+    setting = AttentionSetting(spec=attention_spec(attention, None, None, detect_arch(model_path)))
+    model = default_cache().get(model_path, device=torch.device("cpu"), attention=setting)
     t0 = time.perf_counter()
     with torch.inference_mode():
         if model.info.arch == "rvrt":
@@ -112,8 +117,9 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=16)
     p.add_argument("--size", type=int, nargs=2, default=(136, 136), metavar=("W", "H"))
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="OMP/MKL/torch threads, both sides")
-    p.add_argument("--vs-threads", type=int, default=2, help="VapourSynth core threads (vspipe side)")
+    p.add_argument("--threads", type=int, default=1, help="OMP/MKL/torch threads, both sides")
+    p.add_argument("--vs-threads", type=int, default=1, help="VapourSynth core threads (vspipe side)")
+    p.add_argument("--attention", default="exact", choices=["exact", "nystra", "auto"], help="both sides")
     args = p.parse_args()
 
     func, ckpt, extra = CASES[args.model]
@@ -136,17 +142,19 @@ def main() -> None:
                 filter=func,
                 model=str(model),
                 extra=extra_vs,
+                attention=args.attention,
             )
         )
         times: dict[str, list[float]] = {"vspipe": [], "cli": [], "direct": []}
         for _ in range(args.repeats):
             times["vspipe"].append(run_vspipe(vpy, tmp / "vs.mkv", env, x265))
-            times["cli"].append(run_cli(clip, tmp / "cli", model, extra, env))
-            times["direct"].append(run_direct(clip, model, extra, args.threads))
+            times["cli"].append(run_cli(clip, tmp / "cli", model, extra, env, args.attention))
+            times["direct"].append(run_direct(clip, model, extra, args.threads, args.attention))
     med = {k: statistics.median(v) for k, v in times.items()}
     n = args.frames
     print(
-        f"{args.model} ({ckpt}), {n} frames {args.size[0]}x{args.size[1]}, CPU, {args.threads} thread(s), "
+        f"{args.model} ({ckpt}), {n} frames {args.size[0]}x{args.size[1]}, attention {args.attention}, CPU, "
+        f"{args.threads} thread(s), "
         f"x265 ultrafast crf 18; median of {args.repeats} alternating rounds (wall time incl. process start-up "
         "and model load for vspipe and CLI)\n"
     )
