@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from vsnystra.attention.grid import MaskRuns, cached_mask_runs
+from vsnystra.attention.grid import MaskRuns
+from vsnystra.attention.masks import cached_mask_runs
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
 
 

@@ -7,15 +7,12 @@ as ``F.adaptive_avg_pool*d`` does.
 
 Regions: a shifted-window mask (0 within a region, -100 across) is an equivalence relation on tokens. A token's
 region label is the first token it may attend to; this module turns masks into labels and labels into the
-per-window (segment, region) landmark pieces that never mix regions. Results are cached per mask tensor, because
-models pass the same mask buffer on every call.
+per-window (segment, region) landmark pieces that never mix regions (masks.py caches the results per mask).
 """
 
 from __future__ import annotations
 
 import math
-import weakref
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +20,6 @@ import torch.nn.functional as F
 
 # Mask entries at or below this are "blocked": exp(-30) = 9e-14 relative weight, below fp32 resolution of a sum.
 BLOCKED_BELOW = -30.0
-_CACHE_SIZE = 32
 
 
 def closest_square_factors(n: int) -> tuple[int, int]:
@@ -184,36 +180,6 @@ def region_landmarks(labels: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[i
     return RegionLandmarks(rows, index, region, patterns.long(), inverse.long(), m)
 
 
-def _version(t: torch.Tensor) -> int:
-    """In-place version counter; inference tensors have none (-1)."""
-    return -1 if t.is_inference() else t._version
-
-
-_cache: OrderedDict[tuple[object, ...], tuple[weakref.ref[torch.Tensor], int, RegionLandmarks | None]] = OrderedDict()
-
-
-def cached_region_landmarks(
-    mask: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[int, ...]
-) -> RegionLandmarks | None:
-    """region_landmarks(mask_labels(mask)), cached while the same mask tensor is alive and unmodified.
-
-    None means the mask is not a region mask. Models pass the same mask buffer on every call, so the O(nW·N²)
-    analysis runs once per buffer.
-    """
-    key = (id(mask), grid, lgrid)
-    hit = _cache.get(key)
-    if hit is not None and hit[0]() is mask and hit[1] == _version(mask):
-        _cache.move_to_end(key)
-        return hit[2]
-    labels = mask_labels(mask)
-    value = None if labels is None else region_landmarks(labels, grid, lgrid)
-    _cache[key] = (weakref.ref(mask), _version(mask), value)
-    _cache.move_to_end(key)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
-    return value
-
-
 @dataclass(frozen=True)
 class MaskRuns:
     """Windows grouped by mask pattern: reps[u] is a window with pattern u; runs are (w0, w1, u) slices."""
@@ -222,35 +188,15 @@ class MaskRuns:
     runs: tuple[tuple[int, int, int], ...]
 
 
-_runs_cache: OrderedDict[int, tuple[weakref.ref[torch.Tensor], int, MaskRuns | None]] = OrderedDict()
-
-
-def cached_mask_runs(mask: torch.Tensor) -> MaskRuns | None:
-    """Consecutive windows sharing one mask pattern (None: not a region mask), cached per live mask tensor.
-
-    Exact attention uses it to add bias + mask per pattern (a model has ~4: interior, edges, corner) instead of
-    materialising a (nW, nH, N, N) term on every call.
-    """
-    key = id(mask)
-    hit = _runs_cache.get(key)
-    if hit is not None and hit[0]() is mask and hit[1] == _version(mask):
-        _runs_cache.move_to_end(key)
-        return hit[2]
-    labels = mask_labels(mask)
-    value: MaskRuns | None = None
-    if labels is not None:
-        _, inverse = torch.unique(labels.cpu(), dim=0, return_inverse=True)
-        inv = inverse.tolist()
-        reps = tuple(inv.index(u) for u in range(max(inv) + 1))
-        runs: list[tuple[int, int, int]] = []
-        start = 0
-        for w in range(1, len(inv) + 1):
-            if w == len(inv) or inv[w] != inv[start]:
-                runs.append((start, w, inv[start]))
-                start = w
-        value = MaskRuns(reps, tuple(runs))
-    _runs_cache[key] = (weakref.ref(mask), _version(mask), value)
-    _runs_cache.move_to_end(key)
-    while len(_runs_cache) > _CACHE_SIZE:
-        _runs_cache.popitem(last=False)
-    return value
+def mask_runs(labels: torch.Tensor) -> MaskRuns:
+    """Consecutive windows sharing one region pattern (a Swin layout has ~4 patterns: interior, edges, corner)."""
+    _, inverse = torch.unique(labels.cpu(), dim=0, return_inverse=True)
+    inv = inverse.tolist()
+    reps = tuple(inv.index(u) for u in range(max(inv) + 1))
+    runs: list[tuple[int, int, int]] = []
+    start = 0
+    for w in range(1, len(inv) + 1):
+        if w == len(inv) or inv[w] != inv[start]:
+            runs.append((start, w, inv[start]))
+            start = w
+    return MaskRuns(reps, tuple(runs))

@@ -38,12 +38,12 @@ import torch
 
 from vsnystra.attention.grid import (
     RegionLandmarks,
-    cached_region_landmarks,
     landmark_grid,
     pool_tokens,
     region_landmarks,
     token_grid,
 )
+from vsnystra.attention.masks import cached_region_landmarks
 from vsnystra.attention.specs import PnPNystra
 from vsnystra.attention.terms import cached_terms
 

@@ -1,0 +1,87 @@
+"""Per-mask analysis cache: region labels, pattern runs and region landmarks, computed once per mask.
+
+Analysing a (nW, N, N) mask costs a few passes over it, as much as reading it in exact attention. Models pass the
+same mask tensor on every call (SwinIR buffers, Uformer's and RVRT's mask caches), so entries are found by tensor
+identity; a mask rebuilt on every call (e.g. moved to the GPU or cast each time) is found by content with one
+torch.equal. The cache holds its masks (so an id is never reused while cached) within a byte budget.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import torch
+
+from vsnystra.attention.grid import MaskRuns, RegionLandmarks, mask_labels, mask_runs, region_landmarks
+
+_BUDGET_BYTES = 512 << 20
+_MAX_ENTRIES = 64
+
+
+@dataclass
+class _Entry:
+    mask: torch.Tensor
+    version: int
+    labels: torch.Tensor | None
+    runs: MaskRuns | None = None
+    regions: dict[tuple[tuple[int, ...], tuple[int, ...]], RegionLandmarks] = field(default_factory=dict)
+
+
+_entries: OrderedDict[int, _Entry] = OrderedDict()
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place version counter; inference tensors have none (-1)."""
+    return -1 if t.is_inference() else t._version
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _entry(mask: torch.Tensor) -> _Entry:
+    version = _version(mask)
+    hit = _entries.get(id(mask))
+    if hit is not None and hit.mask is mask and hit.version == version:
+        _entries.move_to_end(id(mask))
+        return hit
+    for key, e in reversed(_entries.items()):
+        if (
+            e.mask.shape == mask.shape
+            and e.mask.dtype == mask.dtype
+            and e.mask.device == mask.device
+            and torch.equal(e.mask, mask)
+        ):
+            _entries.move_to_end(key)
+            return e
+    entry = _Entry(mask, version, mask_labels(mask))
+    if _nbytes(mask) <= _BUDGET_BYTES // 4:
+        _entries.pop(id(mask), None)
+        _entries[id(mask)] = entry
+        while len(_entries) > _MAX_ENTRIES or sum(_nbytes(e.mask) for e in _entries.values()) > _BUDGET_BYTES:
+            _entries.popitem(last=False)
+    return entry
+
+
+def cached_mask_runs(mask: torch.Tensor) -> MaskRuns | None:
+    """Windows grouped by mask pattern, or None when the mask is not a 0/-100 region mask."""
+    e = _entry(mask)
+    if e.labels is None:
+        return None
+    if e.runs is None:
+        e.runs = mask_runs(e.labels)
+    return e.runs
+
+
+def cached_region_landmarks(
+    mask: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[int, ...]
+) -> RegionLandmarks | None:
+    """Region-respecting landmark pieces for this mask and grid, or None when it is not a region mask."""
+    e = _entry(mask)
+    if e.labels is None:
+        return None
+    key = (grid, lgrid)
+    if key not in e.regions:
+        e.regions[key] = region_landmarks(e.labels, grid, lgrid)
+    return e.regions[key]
