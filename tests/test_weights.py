@@ -29,6 +29,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
+        if self.path.startswith("/moved/"):  # GitHub releases redirect to a CDN
+            self.send_response(302)
+            self.send_header("Location", self.path.replace("/moved/", "/rel/", 1))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         if not self.path.endswith("/model.pth"):
             self.send_error(404)
             return
@@ -108,9 +114,25 @@ def test_truncated_then_resume(server: tuple[str, ServerState], tmp_path: Path) 
 def test_retry_resumes_within_one_call(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     state.cut_after = 50_000
-    out = weights.download(_entry(base), dest_dir=tmp_path, retries=2)
+    out = weights.download(_entry(base.replace("/rel", "/moved")), dest_dir=tmp_path, retries=2, backoff=0)
     assert out.read_bytes() == PAYLOAD
-    assert state.ranges == [None, "bytes=50000-"]
+    assert state.ranges == [None, "bytes=50000-"]  # the Range header survives the redirect
+
+
+def test_oversized_part_restarts(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    (tmp_path / "model.pth.part").write_bytes(PAYLOAD + b"junk")
+    out = weights.download(_entry(base), dest_dir=tmp_path)
+    assert out.read_bytes() == PAYLOAD
+    assert state.ranges == [f"bytes={len(PAYLOAD) + 4}-", None]
+
+
+def test_complete_part_is_finished_without_transfer(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, state = server
+    (tmp_path / "model.pth.part").write_bytes(PAYLOAD)
+    out = weights.download(_entry(base, size=len(PAYLOAD)), dest_dir=tmp_path)
+    assert out.read_bytes() == PAYLOAD
+    assert state.ranges == [f"bytes={len(PAYLOAD)}-"]
 
 
 def test_checksum_mismatch_not_kept(server: tuple[str, ServerState], tmp_path: Path) -> None:

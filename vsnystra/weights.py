@@ -12,9 +12,11 @@ Environment overrides (tests point them at a temporary folder and a loopback ser
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 import urllib.response
@@ -261,8 +263,14 @@ def _fetch_once(url: str, part: Path, timeout: float, progress: Progress | None)
     try:
         resp = urllib.request.urlopen(req, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and offset:  # nothing left to send: the .part is already complete
-            return offset, offset
+        if e.code == 416 and offset:  # range past the end: complete if the sizes agree, else start over
+            rng = e.headers.get("Content-Range", "") if e.headers else ""
+            tail = rng.rsplit("/", 1)[-1].strip()
+            if tail.isdigit() and int(tail) == offset:
+                return offset, offset
+            log.warning("%s is larger than the remote file; downloading again from 0", part.name)
+            part.unlink(missing_ok=True)
+            return _fetch_once(url, part, timeout, progress)
         raise
     with resp:
         if offset and resp.status != 206:
@@ -288,6 +296,7 @@ def download(
     force: bool = False,
     retries: int = 3,
     timeout: float = 60.0,
+    backoff: float = 1.0,
     progress: Progress | None = None,
 ) -> Path:
     """Download one official checkpoint into the cache: resumable (.part + Range), verified, atomic rename."""
@@ -310,9 +319,11 @@ def download(
         part.unlink(missing_ok=True)
     last_error: Exception | None = None
     for attempt in range(retries + 1):
+        if attempt:
+            time.sleep(min(backoff * 2 ** (attempt - 1), 30.0))
         try:
             done, total = _fetch_once(url, part, timeout, progress)
-        except (urllib.error.URLError, OSError, ValueError) as e:  # includes HTTPError, timeouts, resets
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:  # incl. timeouts, resets
             last_error = e
             if isinstance(e, urllib.error.HTTPError) and e.code < 500 and e.code != 408:
                 break
