@@ -211,3 +211,14 @@ def test_cli_download_then_resolve(
     assert "test-model" in capsys.readouterr().err  # progress goes to stderr
     assert main(["weights", "download", "test-model", "rvrt-denoise-davis"]) == 1  # second one: 404 on loopback
     assert not (tmp_path / weights.OFFICIAL["rvrt-denoise-davis"].file).exists()
+
+
+def test_concurrent_download_of_one_file_is_refused(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    import fcntl
+
+    base, _ = server
+    with (tmp_path / "model.pth.lock").open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(weights.DownloadError, match="another process"):
+            weights.download(_entry(base), dest_dir=tmp_path)
+    assert weights.download(_entry(base), dest_dir=tmp_path).read_bytes() == PAYLOAD

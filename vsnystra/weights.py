@@ -11,6 +11,7 @@ Environment overrides (tests point them at a temporary folder and a loopback ser
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import logging
@@ -20,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import urllib.response
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -314,6 +315,45 @@ def download(
         log.info("%s already downloaded: %s", w.name, target)
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    with _exclusive(target.with_name(target.name + ".lock"), w.name):
+        if target.is_file() and not force:  # another process finished it while we waited for nothing
+            _verify(w, target)
+            return target
+        return _download_locked(w, url, target, force, retries, timeout, backoff, progress)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path, name: str) -> Iterator[None]:
+    """One downloader per file: a second process fails fast instead of interleaving writes to the same .part."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks here; concurrent downloads of one file are the user's risk
+        yield
+        return
+    with lock.open("a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DownloadError(
+                f"vsnystra weights download: {name} is being downloaded by another process ({lock} is locked); "
+                "wait for it to finish"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _download_locked(
+    w: OfficialWeights,
+    url: str,
+    target: Path,
+    force: bool,
+    retries: int,
+    timeout: float,
+    backoff: float,
+    progress: Progress | None,
+) -> Path:
     part = target.with_name(target.name + ".part")
     if force:
         part.unlink(missing_ok=True)
