@@ -210,6 +210,8 @@ def test_cli_download_then_resolve(
     assert zoo.resolve_model("test-model") == tmp_path / "model.pth"
     assert "test-model" in capsys.readouterr().err  # progress goes to stderr
     assert main(["weights", "download", "test-model", "rvrt-denoise-davis"]) == 1  # second one: 404 on loopback
+    assert main(["weights", "download", "test-mod*"]) == 0  # patterns; already there: verified, not fetched
+    assert main(["weights", "download", "nothing-*"]) == 1
     assert not (tmp_path / weights.OFFICIAL["rvrt-denoise-davis"].file).exists()
 
 

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 some file failed, 2 bad usage or configuration, 130 int
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import signal
 import sys
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     wl = wsub.add_parser("list", help="list official checkpoints (stdout)")
     wl.add_argument("--urls", action="store_true", help="show download URLs")
     wd = wsub.add_parser("download", help="download official checkpoints into the per-user cache")
-    wd.add_argument("names", nargs="+", metavar="NAME")
+    wd.add_argument("names", nargs="+", metavar="NAME", help="names or quoted patterns such as 'rvrt-*'")
     wd.add_argument("--force", action="store_true", help="download again even if present")
     wi = wsub.add_parser("import", help="copy a checkpoint downloaded by hand (Uformer) into the cache")
     wi.add_argument("name", metavar="NAME")
@@ -220,7 +221,17 @@ def _weights(args: argparse.Namespace) -> int:
         log.info("imported %s as %s", args.file, path)
         return EXIT_OK
     failed = 0
-    for name in args.names:
+    names: list[str] = []
+    for pattern in args.names:  # shell-style patterns pick several: 'rvrt-*', 'swinir-colordn-*'
+        if any(c in pattern for c in "*?["):
+            hits = [n for n in weights.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and weights.OFFICIAL[n].url]
+            if not hits:
+                log.error("no downloadable checkpoint matches %r; see `vsnystra weights list`", pattern)
+                failed += 1
+            names += [n for n in hits if n not in names]
+        elif pattern not in names:
+            names.append(pattern)
+    for name in names:
         if name not in weights.OFFICIAL:
             log.error("unknown checkpoint %r; see `vsnystra weights list`", name)
             failed += 1
