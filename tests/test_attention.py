@@ -208,9 +208,9 @@ def test_zero_bias_and_mask_equal_paper_path() -> None:
     paper = attention(q, k, v, scale=0.25, spec=spec)
     zb = torch.zeros(2, 256, 256)
     zm = torch.zeros_like(mask)
-    for kw in ({"bias": zb}, {"mask": zm}, {"bias": zb, "mask": zm}):
-        out = attention(q, k, v, scale=0.25, spec=spec, **kw)
-        assert (out - paper).abs().max() <= 1e-6 * paper.abs().max(), kw
+    for bias, mask_ in ((zb, None), (None, zm), (zb, zm)):
+        out = attention(q, k, v, scale=0.25, spec=spec, bias=bias, mask=mask_)
+        assert (out - paper).abs().max() <= 1e-6 * paper.abs().max(), (bias is None, mask_ is None)
 
 
 def test_mask_regions_are_independent() -> None:
