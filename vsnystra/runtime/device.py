@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 DEVICE_CHOICES = ('"auto"', '"cpu"', '"cuda"', '"cuda:N"')
 
@@ -133,20 +132,32 @@ def run_with_oom_retry[T](
             current = nxt
 
 
-_LOCKS: dict[str, threading.Lock] = {}
-_LOCKS_GUARD = threading.Lock()
+_EXECUTORS: dict[str, ThreadPoolExecutor] = {}
+_EXECUTORS_GUARD = threading.Lock()
+_ON_DEVICE_THREAD = threading.local()
 
 
-def device_lock(device: torch.device) -> threading.Lock:
-    """One lock per device: model calls from several VapourSynth threads run one at a time per device.
+def _mark_device_thread() -> None:
+    _ON_DEVICE_THREAD.active = True
 
-    Why: torch already spreads one call over all CPU cores (two concurrent calls only oversubscribe them), and on a
-    GPU two concurrent calls double the activation memory for no throughput gain on one stream. Frame fetching,
-    conversion and encoding still overlap with inference.
+
+def run_on_device[T](device: torch.device, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on the device's single inference thread and wait for its result (exceptions propagate).
+
+    Why: VapourSynth calls filters from several worker threads. Model calls must not overlap (torch already spreads
+    one call over all CPU cores; on a GPU, overlapping calls only add activation memory), and each calling thread
+    would otherwise get its own OpenMP thread team, whose idle spinning threads steal cores from the team that
+    works: measured +18 % wall time for RVRT with 2 VapourSynth threads (benchmarks/results/pipeline.md). One
+    long-lived thread per device keeps one team and serialises the calls. Grad mode is per thread: ``fn`` must
+    set ``torch.no_grad()`` itself.
     """
+    if getattr(_ON_DEVICE_THREAD, "active", False):  # already on an inference thread: never wait on ourselves
+        return fn()
     key = str(device)
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(key)
-        if lock is None:
-            lock = _LOCKS[key] = threading.Lock()
-        return lock
+    with _EXECUTORS_GUARD:
+        ex = _EXECUTORS.get(key)
+        if ex is None:
+            ex = _EXECUTORS[key] = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"vsnystra-{key}", initializer=_mark_device_thread
+            )
+    return ex.submit(fn).result()

@@ -21,7 +21,7 @@ from torch import nn
 from vsnystra.archs.base import ModelInfo
 from vsnystra.attention.specs import AttentionSpec
 from vsnystra.runtime.cache import AttentionSetting, default_cache
-from vsnystra.runtime.device import compute_dtype, device_lock, resolve_device, run_with_oom_retry
+from vsnystra.runtime.device import compute_dtype, resolve_device, run_on_device, run_with_oom_retry
 from vsnystra.vs import validate as V
 from vsnystra.vs.frames import frame_to_tensor, frames_to_tensor, tensor_to_frame
 from vsnystra.vs.temporal import TemporalRestorer
@@ -190,7 +190,6 @@ def _image_filter(
     out = _output_clip(clip, int(info.scale), int(info.out_channels))
     from vsnystra.runtime.image import restore_image
 
-    lock = device_lock(c.device)
     size = (clip.width, clip.height)
 
     def run(x: torch.Tensor, tile_wh: tuple[int, int] | None) -> torch.Tensor:
@@ -199,10 +198,12 @@ def _image_filter(
 
     def make(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
         x = frame_to_tensor(src, device=c.device, dtype=c.dtype)
-        with lock:
-            y = run_with_oom_retry(
+        y = run_on_device(
+            c.device,
+            lambda: run_with_oom_retry(
                 lambda t: run(x, t), tile=c.tile, size=size, device=c.device, caller=f"nystra.{func}"
-            )
+            ),
+        )
         return tensor_to_frame(y, template, props=_props(src, c))
 
     return _wire(clip, out, make, func)
@@ -336,7 +337,6 @@ def rvrt_with_restorer(
     out = _output_clip(clip, int(info.scale), 3)
     from vsnystra.runtime.video import restore_chunk
 
-    lock = device_lock(c.device)
     size = (clip.width, clip.height)
 
     def run_chunk(frames: torch.Tensor) -> torch.Tensor:
@@ -345,8 +345,10 @@ def rvrt_with_restorer(
                 y = restore_chunk(net, frames, sigma=sig, **_video_tile_kwargs(tile_wh, t_overlap))
             return y.to("cpu")
 
-        with lock:
-            return run_with_oom_retry(attempt, tile=c.tile, size=size, device=c.device, caller="nystra.RVRT")
+        return run_on_device(
+            c.device,
+            lambda: run_with_oom_retry(attempt, tile=c.tile, size=size, device=c.device, caller="nystra.RVRT"),
+        )
 
     def load(frames: Sequence[vs.VideoFrame]) -> torch.Tensor:
         return frames_to_tensor(frames, device=c.device, dtype=c.dtype)
