@@ -129,3 +129,30 @@ def test_filters_write_nothing_to_stdout(capfd: pytest.CaptureFixture[str]) -> N
     SwinIR(clip, model=str(SWINIR), device="cpu").get_frame(0)
     out, _ = capfd.readouterr()
     assert out == ""
+
+
+def test_run_on_device_uses_one_thread_serialises_and_propagates() -> None:
+    dev = torch.device("cpu")
+    names: set[str] = set()
+    active = [0]
+    peak = [0]
+    guard = threading.Lock()
+
+    def work() -> int:
+        with guard:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        names.add(threading.current_thread().name)
+        time.sleep(0.01)
+        with guard:
+            active[0] -= 1
+        return D.run_on_device(dev, lambda: 7)  # nested call runs inline instead of deadlocking
+
+    threads = [threading.Thread(target=lambda: D.run_on_device(dev, work)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] == 1 and len(names) == 1 and next(iter(names)).startswith("vsnystra-cpu")
+    with pytest.raises(ZeroDivisionError):
+        D.run_on_device(dev, lambda: 1 // 0)
