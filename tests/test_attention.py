@@ -73,6 +73,25 @@ def test_inference_mode_and_fresh_masks() -> None:
             assert torch.equal(out, ref_pnp)
 
 
+def test_mask_analysis_runs_once_per_mask(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vsnystra.attention import masks
+
+    calls = []
+    real = masks.mask_labels
+    monkeypatch.setattr(masks, "mask_labels", lambda m: calls.append(1) or real(m))
+    q, k, v, bias, mask = masked_case(ws=8, per_side=3)
+    spec = PnPNystra(16, 2, 0.0)
+    for budget, fresh_hits in ((masks._BUDGET_BYTES, True), (0, False)):  # held (content match) / weakly held
+        monkeypatch.setattr(masks, "_entries", type(masks._entries)())
+        monkeypatch.setattr(masks, "_BUDGET_BYTES", budget)
+        calls.clear()
+        for s in (Exact(), spec, Exact(), spec):
+            attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=s)
+        assert len(calls) == 1
+        attention(q, k, v, scale=0.25, bias=bias, mask=mask.clone(), spec=spec)
+        assert len(calls) == (1 if fresh_hits else 2)
+
+
 def test_mask_batch_mismatch_is_reported() -> None:
     q, k, v, _bias, mask = masked_case(ws=8)
     with pytest.raises(ValueError, match=r"attention: batch .* multiple"):

@@ -2,13 +2,16 @@
 
 Analysing a (nW, N, N) mask costs a few passes over it, as much as reading it in exact attention. Models pass the
 same mask tensor on every call (SwinIR buffers, Uformer's and RVRT's mask caches), so entries are found by tensor
-identity; a mask rebuilt on every call (e.g. moved to the GPU or cast each time) is found by content with one
-torch.equal. The cache holds its masks (so an id is never reused while cached) within a byte budget.
+identity (a weak reference proves the tensor is the same object); a mask rebuilt on every call (e.g. moved to the
+GPU or cast each time) is found by content with one torch.equal, which needs the cache to hold it: masks up to a
+quarter of the byte budget are held, larger ones only weakly.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,7 +24,8 @@ _MAX_ENTRIES = 64
 
 @dataclass
 class _Entry:
-    mask: torch.Tensor
+    ref: Callable[[], torch.Tensor | None]  # the mask (strong or weak reference)
+    held: torch.Tensor | None  # the mask when held strongly (content matching), else None
     version: int
     labels: torch.Tensor | None
     runs: MaskRuns | None = None
@@ -43,24 +47,29 @@ def _nbytes(t: torch.Tensor) -> int:
 def _entry(mask: torch.Tensor) -> _Entry:
     version = _version(mask)
     hit = _entries.get(id(mask))
-    if hit is not None and hit.mask is mask and hit.version == version:
+    if hit is not None and hit.ref() is mask and hit.version == version:
         _entries.move_to_end(id(mask))
         return hit
     for key, e in reversed(_entries.items()):
+        held = e.held
         if (
-            e.mask.shape == mask.shape
-            and e.mask.dtype == mask.dtype
-            and e.mask.device == mask.device
-            and torch.equal(e.mask, mask)
+            held is not None
+            and held.shape == mask.shape
+            and held.dtype == mask.dtype
+            and held.device == mask.device
+            and torch.equal(held, mask)
         ):
             _entries.move_to_end(key)
             return e
-    entry = _Entry(mask, version, mask_labels(mask))
-    if _nbytes(mask) <= _BUDGET_BYTES // 4:
-        _entries.pop(id(mask), None)
-        _entries[id(mask)] = entry
-        while len(_entries) > _MAX_ENTRIES or sum(_nbytes(e.mask) for e in _entries.values()) > _BUDGET_BYTES:
-            _entries.popitem(last=False)
+    small = _nbytes(mask) <= _BUDGET_BYTES // 4
+    ref: Callable[[], torch.Tensor | None] = (lambda: mask) if small else weakref.ref(mask)
+    entry = _Entry(ref, mask if small else None, version, mask_labels(mask))
+    _entries.pop(id(mask), None)
+    _entries[id(mask)] = entry
+    while len(_entries) > _MAX_ENTRIES or sum(_nbytes(e.held) for e in _entries.values() if e.held is not None) > (
+        _BUDGET_BYTES
+    ):
+        _entries.popitem(last=False)
     return entry
 
 
