@@ -76,9 +76,14 @@ def test_inference_mode_and_fresh_masks() -> None:
 def test_mask_analysis_runs_once_per_mask(monkeypatch: pytest.MonkeyPatch) -> None:
     from vsnystra.attention import masks
 
-    calls = []
+    calls: list[int] = []
     real = masks.mask_labels
-    monkeypatch.setattr(masks, "mask_labels", lambda m: calls.append(1) or real(m))
+
+    def counting(m: torch.Tensor) -> torch.Tensor | None:
+        calls.append(1)
+        return real(m)
+
+    monkeypatch.setattr(masks, "mask_labels", counting)
     q, k, v, bias, mask = masked_case(ws=8, per_side=3)
     spec = PnPNystra(16, 2, 0.0)
     for budget, fresh_hits in ((masks._BUDGET_BYTES, True), (0, False)):  # held (content match) / weakly held
