@@ -305,6 +305,20 @@ def test_images_in_one_batch_are_independent() -> None:
     assert torch.equal(two[: q.shape[0]], one) and torch.equal(two[q.shape[0] :], one)
 
 
+def test_autograd_through_pnp() -> None:
+    q, k, v, bias, mask = masked_case(ws=8, per_side=3)
+    for kw in ({}, {"bias": bias, "mask": mask}):
+        spec = PnPNystra(16, 3, 5.0)
+        ref = attention(q, k, v, scale=0.25, spec=spec, **kw)
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        extra = {name: t.clone().requires_grad_() if name == "bias" else t for name, t in kw.items()}
+        out = attention(*leaves, scale=0.25, spec=spec, **extra)
+        assert torch.equal(out.detach(), ref)
+        out.square().sum().backward()
+        grads = [t.grad for t in leaves] + ([extra["bias"].grad] if "bias" in extra else [])
+        assert all(g is not None and torch.isfinite(g).all() and g.abs().max() > 0 for g in grads)
+
+
 def test_non_region_mask_falls_back_to_exact() -> None:
     q, k, v, bias, mask = masked_case(ws=8)
     soft = mask.clone()

@@ -45,7 +45,7 @@ from vsnystra.attention.grid import (
 )
 from vsnystra.attention.masks import cached_region_landmarks
 from vsnystra.attention.specs import PnPNystra
-from vsnystra.attention.terms import cached_terms
+from vsnystra.attention.terms import build_terms, cached_terms
 
 _log = logging.getLogger(__name__)
 _warned: list[bool] = []  # the non-region-mask warning is logged once per process, then at debug level
@@ -55,8 +55,13 @@ _CHUNK_ELEMENTS = {"cpu": 1 << 17}
 _CHUNK_ELEMENTS_GPU = 1 << 25
 
 
-def kernel_(x: torch.Tensor, threshold: float | None) -> torch.Tensor:
-    """f_t(x) = exp(min(x, t)) + relu(x - t), overwriting x (t None: exp). Same rounding as the research code."""
+def kernel_(x: torch.Tensor, threshold: float | None, inplace: bool = True) -> torch.Tensor:
+    """f_t(x) = exp(min(x, t)) + relu(x - t), overwriting x unless autograd needs it (t None: exp).
+
+    Same rounding as the research code either way.
+    """
+    if not inplace:
+        return x.exp() if threshold is None else torch.exp(x.clamp(max=threshold)) + torch.relu(x - threshold)
     if threshold is None:
         return x.exp_()
     y = x.clamp(max=threshold).exp_()
@@ -96,6 +101,27 @@ def _window_chunks(b: int, nw: int, per_item: int, device: torch.device) -> Iter
             yield bi * nw + w0, bi * nw + w1, w0, w1
 
 
+def _differentiable(*ts: torch.Tensor | None) -> bool:
+    """Whether autograd records this call (then no in-place updates of saved tensors and no out= arguments)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def _add(x: torch.Tensor, y: torch.Tensor, inplace: bool) -> torch.Tensor:
+    return x.add_(y) if inplace else x + y
+
+
+def _mul(x: torch.Tensor, y: torch.Tensor, inplace: bool) -> torch.Tensor:
+    return x.mul_(y) if inplace else x * y
+
+
+def _normalise_into(out: torch.Tensor, s: int, e: int, prod: torch.Tensor, inplace: bool) -> None:
+    """out[s:e] = numerator / (denominator + 1e-12), the research code's normalisation."""
+    if inplace:
+        torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=out[s:e])
+    else:
+        out[s:e] = prod[..., :-1] / (prod[..., -1:] + 1e-12)
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
@@ -113,14 +139,15 @@ def paper_attention(
     v = v.to(wd)
     q_m = pool_tokens(qs, grid, lgrid)
     k_m = pool_tokens(k, grid, lgrid)
-    z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold), spec.iters, spec.pinv_init)
+    ip = not _differentiable(q, k, v)
+    z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold, ip), spec.iters, spec.pinv_init)
     out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=q.device)
     for s, e in _chunks(bn, nh * n * q_m.shape[2], q.device):
-        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold)
-        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold)
+        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
+        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold, ip)
         vc = v[s:e]
         prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
-        torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=out[s:e])
+        _normalise_into(out, s, e, prod, ip)
         if spec.guard:
             _guard_rows(out, prod, s, qs, k, v, None, None, 1)
     return out.to(q.dtype)
@@ -190,18 +217,20 @@ def aware_attention(
         q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
         k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
 
-    terms = cached_terms(bias, mask is not None, rl, wd, dev)
+    ip = not _differentiable(q, k, v, bias)
+    masked = mask is not None
+    terms = cached_terms(bias, masked, rl, wd, dev) if ip else build_terms(bias, masked, rl, wd, dev)
     a = q_m @ k_m.transpose(-2, -1)
     if terms.t_a is not None or terms.keep_a is not None:
         a = a.view(b, nw, nh, mp, mp)
         if terms.t_a is not None:
-            a += terms.window(terms.t_a, 0, nw)
-        a = kernel_(a, spec.threshold)
+            a = _add(a, terms.window(terms.t_a, 0, nw), ip)
+        a = kernel_(a, spec.threshold, ip)
         if terms.keep_a is not None:
-            a.mul_(terms.window(terms.keep_a, 0, nw))
-        a = a.view(bn, nh, mp, mp)
+            a = _mul(a, terms.window(terms.keep_a, 0, nw), ip)
+        a = a.reshape(bn, nh, mp, mp)
     else:
-        a = kernel_(a, spec.threshold)
+        a = kernel_(a, spec.threshold, ip)
     z = iterative_pinv(a, spec.iters, spec.pinv_init)
 
     out = torch.empty(bn, nh, n, v.shape[-1], dtype=wd, device=dev)
@@ -209,17 +238,17 @@ def aware_attention(
         kl = qs[s:e] @ k_m[s:e].transpose(-2, -1)
         ku = q_m[s:e] @ k[s:e].transpose(-2, -1)
         if terms.t_l is not None and terms.t_u is not None:
-            kl += terms.window(terms.t_l, w0, w1)
-            ku += terms.window(terms.t_u, w0, w1)
-        kl = kernel_(kl, spec.threshold)
-        ku = kernel_(ku, spec.threshold)
+            kl = _add(kl, terms.window(terms.t_l, w0, w1), ip)
+            ku = _add(ku, terms.window(terms.t_u, w0, w1), ip)
+        kl = kernel_(kl, spec.threshold, ip)
+        ku = kernel_(ku, spec.threshold, ip)
         if terms.keep_l is not None and terms.keep_u is not None:
             # zero across regions; multiplying after f avoids the slow exp(-inf) and denormal paths
-            kl.mul_(terms.window(terms.keep_l, w0, w1))
-            ku.mul_(terms.window(terms.keep_u, w0, w1))
+            kl = _mul(kl, terms.window(terms.keep_l, w0, w1), ip)
+            ku = _mul(ku, terms.window(terms.keep_u, w0, w1), ip)
         vc = v[s:e]
         prod = (kl @ z[s:e]) @ (ku @ torch.cat([vc, torch.ones_like(vc[..., :1])], dim=-1))
-        torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=out[s:e])
+        _normalise_into(out, s, e, prod, ip)
         if spec.guard:
             _guard_rows(out, prod, s, qs, k, v, bias, mask, nw)
     return out.to(q.dtype)
