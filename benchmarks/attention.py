@@ -7,6 +7,7 @@ is the relative Frobenius error of the PnP-Nystra output against exact attention
 
     .venv/bin/python benchmarks/attention.py            # full table (~3 min on 2 CPU cores)
     .venv/bin/python benchmarks/attention.py --quick    # windows 8 and 32, head dim 32
+    .venv/bin/python benchmarks/attention.py --stock    # Exact vs Naive at window 8 (stock SwinIR-M geometry)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from attention_inputs import relative_bias, shift_mask, window_qkv  # noqa: E402
 
-from vsnystra.attention import PnPNystra, attention  # noqa: E402
+from vsnystra.attention import Naive, PnPNystra, attention  # noqa: E402
 from vsnystra.attention.nystra import paper_attention  # noqa: E402
 from vsnystra.attention.policy import nystrom_pays  # noqa: E402
 
@@ -110,6 +111,23 @@ def run(args: argparse.Namespace, dtype_name: str) -> list[str]:
     return rows
 
 
+def stock(args: argparse.Namespace) -> list[str]:
+    """Exact vs Naive at the trained window (SwinIR-M: window 8, 6 heads, head dim 30, bias + shift mask)."""
+    device = torch.device(args.device)
+    rows = ["| feature map | windows | Naive ms | Exact ms | Naive/Exact | max abs diff |", "|---|---|---|---|---|---|"]
+    for size in (64, 128):
+        q, k, v = window_qkv(size, size, 8, 6, 30, shift=4, seed=size)
+        q, k, v = (t.to(device) for t in (q, k, v))
+        bias = relative_bias(8, 6, torch.Generator().manual_seed(0)).to(device)
+        mask = shift_mask(size, size, 8, 4).to(device)
+        call = functools.partial(attention, q, k, v, scale=30**-0.5, bias=bias, mask=mask)
+        diff = float((call(spec=Naive()) - call()).abs().max())
+        naive, exact = best_of([functools.partial(call, spec=Naive()), call], 15, 1)
+        rows.append(f"| {size}x{size} | {q.shape[0]} | {naive:.2f} | {exact:.2f} | {naive / exact:.2f}x | {diff:.1e} |")
+        print(rows[-1], flush=True)
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="windows 8 and 32, head dim 32 only")
@@ -129,9 +147,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attention.md"))
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--stock", action="store_true", help="only Exact vs Naive at window 8 (the stock models)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.stock:
+        print("\n".join(stock(args)))
+        return
     if args.dtype:
         dtypes = [args.dtype]
     elif args.device.startswith("cuda"):
