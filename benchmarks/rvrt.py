@@ -13,6 +13,7 @@ Settings:
   c  PnP-Nystra (m 32, 6 iters, t 0) at the trained window, bias and mask kept
   d  Exact at the paper's [2,64,64] window, bias and mask dropped (the research code's "original")
   e  PnP-Nystra at [2,64,64] (m 32, 6 iters, t 0), bias and mask dropped (the paper's RVRT setting)
+  f  Naive at [2,64,64], bias and mask dropped (matmul-softmax-matmul as the research code's "original" mech)
 Breakdown (wall time inside): GDA = the four alignment modules (offset convs + deformable attention), window
 attention = the attention seam calls of every STL, flow = SpyNet, rest = everything else. With 2 frames (one clip)
 no alignment runs; use >= 4 frames. Settings run interleaved; each figure is the minimum over --reps forwards.
@@ -52,6 +53,7 @@ SETTINGS: dict[str, tuple[str, Any, dict[str, Any]]] = {
     "c": ("PnP-Nystra, trained [2,8,8]", PNP, {}),
     "d": ("Exact, [2,64,64], no bias/mask", Exact(), {"window": [2, 64, 64], "bias": "drop", "mask": "drop"}),
     "e": ("PnP-Nystra, [2,64,64], no bias/mask", PNP, {"window": [2, 64, 64], "bias": "drop", "mask": "drop"}),
+    "f": ("Naive, [2,64,64], no bias/mask", Naive(), {"window": [2, 64, 64], "bias": "drop", "mask": "drop"}),
 }
 
 
@@ -158,6 +160,11 @@ def main() -> None:
             )
         for key in keys:
             r = res[key]
+            ratio = {k: res[k]["attn"] / r["attn"] for k in ("d", "f") if k in res and r.get("attn")}
+            if key == "e" and ratio:
+                notes.append(
+                    f"{kind}: window attention alone, e vs " + ", ".join(f"{k}: {v:.2f}x" for k, v in ratio.items())
+                )
             label = SETTINGS[key][0]
             sa = f"{res['a']['total'] / r['total']:.2f}x" if "a" in res else "-"
             sb = f"{res['b']['total'] / r['total']:.2f}x" if "b" in res else "-"
@@ -170,6 +177,10 @@ def main() -> None:
         if "d" in res and "e" in res:
             notes.append(
                 f"{kind}: PnP-Nystra vs Exact at [2,64,64] (e vs d): {res['d']['total'] / res['e']['total']:.2f}x"
+            )
+        if "f" in res and "e" in res:
+            notes.append(
+                f"{kind}: PnP-Nystra vs Naive at [2,64,64] (e vs f): {res['f']['total'] / res['e']['total']:.2f}x"
             )
         if "a" in res and "e" in res:
             notes.append(
