@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("restore", help="restore video files or .vpy scripts", epilog=MATRIX_HELP)
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="video files, folders of videos, or .vpy scripts")
     r.add_argument("-o", "--output-dir", type=Path, help="output folder (default: next to each input)")
-    r.add_argument("--model", default=DEFAULT_MODELS["RVRT"], help="checkpoint path, bundled or official name")
+    r.add_argument(
+        "--model",
+        help=f"checkpoint path, bundled or official name (default {DEFAULT_MODELS['RVRT']}); not used for .vpy inputs",
+    )
     r.add_argument(
         "--attention",
         default="auto",
@@ -125,6 +128,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
+    from vsnystra.zoo import DEFAULT_MODELS
 
     inputs = batch.expand_inputs(args.inputs)
     if not inputs:
@@ -142,12 +146,14 @@ def _restore(args: argparse.Namespace) -> int:
         and (args.overwrite or not batch.output_path(s, args.output_dir, suffix, tag).exists())
         for s in inputs
     )
+    if args.model and any(s.suffix.lower() == ".vpy" for s in inputs):
+        log.warning("--model does not apply to .vpy inputs: a script is encoded as it is (restore inside the script)")
     loaded = None
     if needs_model:
         from vsnystra.cli.model import ModelSettings, load  # imports torch: only when a model runs
 
         settings = ModelSettings(
-            model=args.model,
+            model=args.model or DEFAULT_MODELS["RVRT"],
             attention=args.attention,
             landmarks=args.landmarks,
             iters=args.iters,
