@@ -49,9 +49,12 @@ from vsnystra.attention.terms import build_terms, cached_terms
 
 _log = logging.getLogger(__name__)
 _warned: list[bool] = []  # the non-region-mask warning is logged once per process, then at debug level
-# Elements of one chunk's (rows × landmarks) kernel: on CPU small enough for the element-wise passes to stay in
-# cache; on GPUs large, so that few kernels launch and the guard synchronises rarely.
+# Elements of one chunk's (rows × landmarks) kernel. One CPU thread: small, so the element-wise passes stay in
+# cache. Several threads: larger, because every op is a parallel region and, when the cores are oversubscribed
+# (vspipe runs frames in parallel), each region can cost a scheduler slice, so fewer ops win. GPUs: large, so few
+# kernels launch and the guard synchronises rarely.
 _CHUNK_ELEMENTS = {"cpu": 1 << 17}
+_CHUNK_ELEMENTS_THREADED = 1 << 20
 _CHUNK_ELEMENTS_GPU = 1 << 25
 
 
@@ -85,7 +88,13 @@ def iterative_pinv(x: torch.Tensor, iters: int, init: str) -> torch.Tensor:
 
 
 def _chunks(total: int, per_item: int, device: torch.device) -> Iterator[tuple[int, int]]:
-    step = max(1, _CHUNK_ELEMENTS.get(device.type, _CHUNK_ELEMENTS_GPU) // max(per_item, 1))
+    if device.type != "cpu":
+        budget = _CHUNK_ELEMENTS_GPU
+    elif torch.get_num_threads() > 1:
+        budget = _CHUNK_ELEMENTS_THREADED
+    else:
+        budget = _CHUNK_ELEMENTS["cpu"]
+    step = max(1, budget // max(per_item, 1))
     for s in range(0, total, step):
         yield s, min(total, s + step)
 
