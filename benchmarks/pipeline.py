@@ -7,6 +7,7 @@ Both sides share one model instance (the filter's model cache), run in the same 
 ``--repeats`` rounds; the overhead is the median of the paired ratios (VS round / the direct round next to it), so
 machine noise hits both alike. A second, noise-robust figure times the model calls inside the VapourSynth run
 (restore_image / restore_chunk wrapped with a timer): "outside model" = VS wall time / time inside model calls - 1.
+A third compares process CPU time (all threads), which other users' load on the machine disturbs less than wall time.
 
     .venv/bin/python benchmarks/pipeline.py                      # all three models, markdown table on stdout
     .venv/bin/python benchmarks/pipeline.py --models swinir --frames 8 --repeats 3 --threads 2
@@ -56,10 +57,17 @@ def clip_of(frames: torch.Tensor) -> vs.VideoNode:
     return vs.core.std.ModifyFrame(blank, blank, lambda n, f: tensor_to_frame(frames[n], f))
 
 
+CPU_TIMES: list[float] = []  # process CPU seconds of every timed() call, in call order
+
+
 def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of fn(); its process CPU seconds (all threads) go to CPU_TIMES."""
+    c0 = time.process_time()
     t0 = time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    CPU_TIMES.append(time.process_time() - c0)
+    return wall
 
 
 class InsideTimer:
@@ -116,14 +124,18 @@ def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
     direct()  # warm-up (allocator, lazy inits)
     through_vs()
     inside.clear()
-    a, b = [], []
+    a, b, ca, cb = [], [], [], []
     for r in range(repeats):  # ABBA order: drifts in machine load cancel in the paired ratios
         if r % 2 == 0:
             a.append(timed(direct))
+            ca.append(CPU_TIMES[-1])
             b.append(timed(through_vs))
+            cb.append(CPU_TIMES[-1])
         else:
             b.append(timed(through_vs))
+            cb.append(CPU_TIMES[-1])
             a.append(timed(direct))
+            ca.append(CPU_TIMES[-1])
     return {
         "model": f"{func} ({ckpt})",
         "frames": n_frames,
@@ -131,6 +143,7 @@ def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
         "vs_fps": n_frames / statistics.median(b),
         "overhead": statistics.median(tb / ta for ta, tb in zip(a, b, strict=True)) - 1.0,
         "outside": statistics.median(tb / ti for tb, ti in zip(b, inside, strict=True)) - 1.0,
+        "cpu": statistics.median(y / x for x, y in zip(ca, cb, strict=True)) - 1.0,
     }
 
 
@@ -178,15 +191,15 @@ def main() -> None:
         return
     print(
         "| model | input | frames | direct fps (baseline) | VapourSynth fps | VS vs direct (paired rounds) "
-        "| VS time outside model calls |"
+        "| VS time outside model calls | VS vs direct, process CPU time (paired) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         r = bench(name.strip(), args.frames, args.repeats)
         _, _, w, h, _ = CASES[name.strip()]
         print(
             f"| {r['model']} | {w}x{h} | {r['frames']} | {r['direct_fps']:.3f} | {r['vs_fps']:.3f} | "
-            f"{100 * r['overhead']:+.1f} % | {100 * r['outside']:+.2f} % |",
+            f"{100 * r['overhead']:+.1f} % | {100 * r['outside']:+.2f} % | {100 * r['cpu']:+.1f} % |",
             flush=True,
         )
 
