@@ -27,9 +27,9 @@ class PnPNystra:
     pinv_init: "batch" scales Z0 over the whole call as the research code does; "matrix" per window and head.
     policy: "always" runs Nyström wherever landmarks < tokens; "auto" falls back to Exact where it does not pay
         on the current device (vsnystra.attention.policy).
-    guard: recompute exactly the rows whose Nyström denominator is not positive (the approximation broke down
-        there); rows with a positive denominator are untouched, so results match the research code wherever it
-        is meaningful.
+    guard: recompute exactly the rows where the approximation broke down: denominator not positive, or output
+        outside the value range of its window by more than that range's width (exact attention never leaves it).
+        Other rows are untouched, so results match the research code wherever it is meaningful.
     """
 
     landmarks: int = 16
