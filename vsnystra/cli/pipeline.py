@@ -260,10 +260,16 @@ class Prefetch(Iterator[np.ndarray]):
         try:
             for item in it:
                 if not self._put(("item", item)):
-                    return
-            self._put(("end", None))
+                    break
+            else:
+                self._put(("end", None))
         except BaseException as e:  # handed to the consumer, raised there
             self._put(("error", e))
+        finally:  # finish the generator here, while the input container is still open
+            close = getattr(it, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
 
     def __next__(self) -> np.ndarray:
         kind, value = self._q.get()
