@@ -181,7 +181,7 @@ class RSTB(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         b, _, c = x.shape
         y = self.residual_group(x, size).transpose(1, 2).reshape(b, c, *size)
-        return self.conv(y).flatten(2).transpose(1, 2) + x
+        return x + self.conv(y).flatten(2).transpose(1, 2)  # x first: the sum keeps the contiguous token layout
 
 
 class PatchEmbed(nn.Module):
@@ -192,7 +192,7 @@ class PatchEmbed(nn.Module):
         self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.flatten(2).transpose(1, 2))
+        return self.norm(x.flatten(2).transpose(1, 2).contiguous())
 
 
 class SwinIR(nn.Module):

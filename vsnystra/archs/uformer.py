@@ -267,7 +267,7 @@ class _ConvWrap(nn.Module):
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         b, _, c = x.shape
         y = getattr(self, self._name)(x.transpose(1, 2).reshape(b, c, *size))
-        return y.flatten(2).transpose(1, 2)
+        return y.flatten(2).transpose(1, 2).contiguous()  # tokens contiguous, as upstream
 
 
 class InputProj(nn.Module):
@@ -276,7 +276,7 @@ class InputProj(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.LeakyReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2)
+        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
 
 
 class OutputProj(nn.Module):
