@@ -30,7 +30,16 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH
 SRT = "1\n00:00:00,000 --> 00:00:00,150\nhello\n\n2\n00:00:00,150 --> 00:00:00,300\nworld\n"
 
 
-def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool = True, subs: bool = False) -> Path:
+def make_clip(
+    path: Path,
+    n: int = 8,
+    w: int = 136,
+    h: int = 136,
+    *,
+    audio: bool = True,
+    subs: bool = False,
+    tags: tuple[int, int, int, int] = (1, 1, 1, 1),  # colorspace, range, primaries, trc
+) -> Path:
     """n frames of smooth noise (H.264, BT.709 limited range tags) plus a PCM stereo track (and subtitles), 24 fps."""
     rng = np.random.default_rng(1)
     srt = path.with_suffix(".srt")
@@ -40,7 +49,7 @@ def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool
         v = out.add_stream("libx264", rate=24, options={"preset": "ultrafast", "crf": "10"})
         v.width, v.height, v.pix_fmt = w, h, "yuv420p"
         ctx = v.codec_context
-        ctx.color_range, ctx.colorspace, ctx.color_primaries, ctx.color_trc = 1, 1, 1, 1
+        ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc = tags
         a = out.add_stream("pcm_s16le", rate=48000) if audio else None
         if a is not None:
             a.layout = "stereo"
@@ -52,7 +61,7 @@ def make_clip(path: Path, n: int = 8, w: int = 136, h: int = 136, *, audio: bool
             base = rng.random((h // 8, w // 8, 3))
             img = np.kron(base, np.ones((8, 8, 1)))[:h, :w] * 255
             f = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24").reformat(
-                format="yuv420p", dst_colorspace=1, dst_color_range=1
+                format="yuv420p", dst_colorspace=Colour(*tags).matrix(w, h), dst_color_range=Colour(*tags).range_enum()
             )
             f.pts = i
             for p in v.encode(f):
@@ -375,3 +384,39 @@ def test_attention_defaults_follow_the_architecture() -> None:
         cli_model.attention_spec("exact", 8, None, "rvrt")
     with pytest.raises(ValueError, match="must be one of"):
         cli_model.attention_spec("fast", None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("tags", "codec", "pix_fmt"),
+    [
+        ((6, 2, 6, 6), "x264", None),  # BT.601 full range, tagged
+        ((2, 0, 2, 2), "ffv1", "gbrp10le"),  # untagged SD (BT.601 limited assumed), RGB output
+    ],
+)
+def test_colour_survives_identity_restore(
+    tmp_path: Path, fake: FakeModel, tags: tuple[int, int, int, int], codec: str, pix_fmt: str | None
+) -> None:
+    src = make_clip(tmp_path / "c.mkv", n=2, w=64, h=48, audio=False, tags=tags)
+    argv = ["restore", str(src), "-o", str(tmp_path / "o"), "--codec", codec, "--crf", "0", "--preset", "ultrafast"]
+    assert cli_main.main(argv + (["--pix-fmt", pix_fmt] if pix_fmt else [])) == 0
+    dst = tmp_path / "o" / "c.mkv"
+    out_tags = probe(dst)["colour"]
+    assert isinstance(out_tags, Colour)
+    if pix_fmt is None:
+        assert out_tags == Colour(*tags)
+    else:  # RGB-coded output is tagged RGB, the rest is kept
+        assert (out_tags.colorspace, out_tags.color_primaries) == (0, tags[2])
+
+    def planes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(native planes of the first frame, RGB via the stream's tags) of a file."""
+        with av.open(str(path)) as c:
+            st = c.streams.video[0]
+            f = next(c.decode(st))
+            native = f.to_ndarray()[: f.height] if f.format.name in ("yuv420p", "yuvj420p") else np.zeros(1)
+            return native, FrameConverter(Colour.of(st.codec_context)).to_array(f)
+
+    (y_src, rgb_src), (y_dst, rgb_dst) = planes(src), planes(dst)
+    if pix_fmt is None:  # same YUV format: the luma plane survives an identity restore (wrong matrix/range: no)
+        assert np.abs(y_src.astype(int) - y_dst.astype(int)).mean() < 1.0
+    else:  # RGB output: no chroma resampling on the way out, the decoded RGB is kept
+        assert np.abs(rgb_src - rgb_dst).mean() < 0.5 / 255

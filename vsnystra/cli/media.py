@@ -58,8 +58,9 @@ class Colour:
     @classmethod
     def of(cls, obj: object) -> Colour:
         """Read the tags from a VideoFrame or a codec context."""
+        space = getattr(obj, "colorspace", None)  # 0 is a real value (RGB), so no `or` here
         return cls(
-            colorspace=int(getattr(obj, "colorspace", _UNSPECIFIED) or _UNSPECIFIED),
+            colorspace=_UNSPECIFIED if space is None else int(space),
             color_range=int(getattr(obj, "color_range", 0) or 0),
             color_primaries=int(getattr(obj, "color_primaries", _UNSPECIFIED) or _UNSPECIFIED),
             color_trc=int(getattr(obj, "color_trc", _UNSPECIFIED) or _UNSPECIFIED),
