@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -107,6 +107,7 @@ def run_batch(
     overwrite: bool = False,
     stream: TextIO | None = None,
     progress: bool = True,
+    script_args: Mapping[str, str] | None = None,
 ) -> Summary:
     """Restore every input; returns the summary. Ctrl-C (or SIGTERM via the CLI) stops the batch after cleanup
     and is recorded in ``summary.interrupted``."""
@@ -143,6 +144,7 @@ def run_batch(
                 stream if progress else None,
                 summary,
                 progress,
+                script_args,
             )
     except KeyboardInterrupt:  # the current file's temporary output is already removed; report, don't raise
         summary.interrupted = True
@@ -161,6 +163,7 @@ def _one(
     stream: TextIO | None,
     summary: Summary,
     progress: bool = True,
+    script_args: Mapping[str, str] | None = None,
 ) -> int:
     if not src.is_file():
         summary.failed.append((src, "no such file"))
@@ -190,6 +193,7 @@ def _one(
             container_format=fmt,
             on_start=on_start,
             on_frame=on_frame,
+            script_args=script_args,
         )
         _fsync(tmp)
         os.replace(tmp, final)

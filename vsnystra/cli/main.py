@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
     r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    r.add_argument(
+        "-a",
+        "--arg",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="for .vpy inputs: a string global of the script, like vspipe -a (repeatable)",
+    )
 
     w = sub.add_parser("weights", help="official checkpoints: list, download, import")
     wsub = w.add_subparsers(dest="weights_command", required=True)
@@ -138,6 +146,13 @@ def _restore(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    script_args: dict[str, str] = {}
+    for item in args.arg:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            log.error("restore: --arg expects NAME=VALUE with a Python identifier as NAME, got %r", item)
+            return EXIT_USAGE
+        script_args[name] = value
     encode = EncodeSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, preset=args.preset)
     suffix = "." + args.container
     tag = args.tag if args.tag is not None else ("" if args.output_dir else ".restored")
@@ -189,6 +204,7 @@ def _restore(args: argparse.Namespace) -> int:
                 tag=tag,
                 overwrite=args.overwrite,
                 progress=not args.quiet,
+                script_args=script_args,
             )
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up
         summary.interrupted = True

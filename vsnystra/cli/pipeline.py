@@ -13,7 +13,7 @@ import runpy
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -151,15 +151,18 @@ def _vs_colour(props: Any) -> Colour:
     )
 
 
-def _open_vpy_source(script: Path) -> Source:
-    """Evaluate a .vpy in a fresh namespace, take output 0, and stream its frames as float RGB."""
+def _open_vpy_source(script: Path, script_args: Mapping[str, str] | None = None) -> Source:
+    """Evaluate a .vpy in a fresh namespace, take output 0, and stream its frames as float RGB.
+
+    ``script_args`` become string globals of the script, as ``vspipe -a name=value`` sets them.
+    """
     import vapoursynth as vs
 
     vs.clear_outputs()
     argv = sys.argv
     try:
         sys.argv = [str(script)]
-        runpy.run_path(str(script), run_name="__vapoursynth__")
+        runpy.run_path(str(script), init_globals=dict(script_args or {}), run_name="__vapoursynth__")
     finally:
         sys.argv = argv
     outputs = vs.get_outputs()
@@ -217,13 +220,16 @@ def process(
     container_format: str | None = None,
     on_start: Callable[[int | None], None] | None = None,
     on_frame: OnFrame | None = None,
+    script_args: Mapping[str, str] | None = None,
 ) -> int:
     """Restore ``src`` into ``tmp`` (which the caller renames when this returns); returns the frame count.
 
     ``restorer`` None means pass frames through unchanged (.vpy scripts: the script did the work).
     """
     if src.suffix.lower() == ".vpy":
-        return _run(_open_vpy_source(src), None, tmp, restorer, encode, container_format, on_start, on_frame)
+        return _run(
+            _open_vpy_source(src, script_args), None, tmp, restorer, encode, container_format, on_start, on_frame
+        )
     with av.open(str(src), "r") as inp:
         source = _open_av_source(inp)
         prefetch = Prefetch(source.frames, depth=PREFETCH_FRAMES)
