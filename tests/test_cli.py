@@ -232,16 +232,31 @@ def test_bad_input_reported_batch_continues(
 ) -> None:
     bad = tmp_path / "broken.mkv"
     bad.write_bytes(b"\x1a\x45\xdf\xa3 this is not a video" * 50)
+    odd = tmp_path / "odd.mkv"  # 33 px wide: fine as 4:4:4 input, impossible as 4:2:0 output
+    with av.open(str(odd), "w") as o:
+        st = o.add_stream("ffv1", rate=24)
+        st.width, st.height, st.pix_fmt = 33, 20, "yuv444p"
+        for i in range(2):
+            fr = av.VideoFrame.from_ndarray(np.full((20, 33, 3), 90, np.uint8), format="rgb24").reformat(
+                format="yuv444p"
+            )
+            fr.pts = i
+            for pk in st.encode(fr):
+                o.mux(pk)
+        for pk in st.encode(None):
+            o.mux(pk)
     truncated = tmp_path / "cut.mkv"
     truncated.write_bytes(clip.read_bytes()[:300])
     out = tmp_path / "out"
-    rc = cli_main.main(["restore", str(bad), str(truncated), str(clip), str(tmp_path / "absent.mp4"), "-o", str(out)])
+    inputs = [str(bad), str(truncated), str(clip), str(tmp_path / "absent.mp4"), str(odd)]
+    rc = cli_main.main(["restore", *inputs, "-o", str(out)])
     assert rc == 1
     assert (out / "clip.mkv").is_file() and probe(out / "clip.mkv")["frames"] == 8
     assert not (out / "broken.mkv").exists() and not (out / "cut.mkv").exists()
     err = capsys.readouterr().err
-    assert "1 done, 0 skipped, 3 failed" in err
+    assert "1 done, 0 skipped, 4 failed" in err
     assert f"FAILED {bad}" in err and f"FAILED {truncated}" in err
+    assert "--pix-fmt yuv444p10le" in err  # the odd-sized one says how to fix it
     assert _no_partials(out)
 
 

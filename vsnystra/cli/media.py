@@ -198,12 +198,18 @@ def add_video_stream(
             options["x265-params"] = "log-level=error"
     else:  # ffv1 archival settings: version 3, slice CRCs, intra only
         options.update({"level": "3", "slicecrc": "1", "g": "1"})
+    pix_fmt = settings.resolved_pix_fmt()
+    odd_w, odd_h = width % 2, height % 2
+    if ("420" in pix_fmt and (odd_w or odd_h)) or ("422" in pix_fmt and odd_w):
+        raise ValueError(
+            f"the restored frames are {width}x{height}, which {pix_fmt} (chroma subsampled) cannot hold; "
+            "use --pix-fmt yuv444p10le (x265) / yuv444p16le (ffv1), or crop the input to even sizes"
+        )
     stream = out.add_stream(CODECS[settings.codec], rate=rate, options=options)
     if not isinstance(stream, av.video.stream.VideoStream):  # narrows the type for mypy
         raise TypeError(f"vsnystra restore: {CODECS[settings.codec]} did not open a video stream")
     stream.width = width
     stream.height = height
-    pix_fmt = settings.resolved_pix_fmt()
     stream.pix_fmt = pix_fmt
     stream.time_base = time_base
     ctx = stream.codec_context
