@@ -35,7 +35,7 @@ _FILTER_OF = {v: k for k, v in _ARCH.items()}
 DEFAULT_TILE_OVERLAP = 32
 DEFAULT_CHUNK = 16
 DEFAULT_CHUNK_OVERLAP = 2
-DEFAULT_CACHE_CHUNKS = 3
+DEFAULT_CACHE_CHUNKS = 2  # the two overlapping chunks of in-order playback; memory = this × chunk × output frame
 DEFAULT_SIGMA = 12.0
 
 
@@ -227,7 +227,13 @@ def SwinIR(
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
 ) -> vs.VideoNode:
-    """SwinIR frame by frame (super-resolution, denoising, JPEG artefact removal, by checkpoint)."""
+    """SwinIR frame by frame (super-resolution, denoising, JPEG artefact removal, by checkpoint).
+
+    clip: RGBS/RGBH (GRAYS/GRAYH for 1-channel checkpoints). model: checkpoint path or zoo name (default: the
+    bundled SwinIR). attention: "auto" (default), "nystra" or "exact"; landmarks (16), iters (2); window: enlarged
+    attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N". tile: [w, h] input pixels with
+    tile_overlap (32) px cross-faded; on CUDA out of memory the frame is retried with smaller tiles.
+    """
     return _image_filter("SwinIR", clip, model, attention, landmarks, iters, window, device, tile, tile_overlap)
 
 
@@ -242,7 +248,10 @@ def Uformer(
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
 ) -> vs.VideoNode:
-    """Uformer frame by frame (denoising or deblurring, by checkpoint)."""
+    """Uformer frame by frame (denoising or deblurring, by checkpoint).
+
+    Arguments as for SwinIR; Nystra defaults landmarks 32, iters 6 (the paper's Uformer settings).
+    """
     return _image_filter("Uformer", clip, model, attention, landmarks, iters, window, device, tile, tile_overlap)
 
 
@@ -261,7 +270,17 @@ def RVRT(
     sigma: float | None = None,
     cache_chunks: int | None = None,
 ) -> vs.VideoNode:
-    """RVRT over chunks of frames (video SR, deblurring, denoising, by checkpoint), bounded by scene cuts."""
+    """RVRT over chunks of frames (video SR, deblurring, denoising, by checkpoint), bounded by scene cuts.
+
+    clip: RGBS (fp32) or RGBH (fp16 on CUDA, fp32 on CPU), constant format and size, sides > 32 px (>= 132 px for
+    deblurring/denoising). model: checkpoint path or zoo name (default: the bundled RVRT). attention: "auto"
+    (default: PnP-Nystra where it pays, else exact), "nystra" or "exact"; landmarks/iters tune Nystra; window:
+    [h, w] or [t, h, w] enlarges the attention window. tile: [w, h] input pixels (multiples of 8), tile_overlap:
+    [px]. chunk (16, even) frames per chunk, chunk_overlap (2) frames shared by neighbouring chunks and averaged.
+    sigma: noise level (0-255) for non-blind denoisers (default 12). cache_chunks (2): chunk results kept in
+    memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext)
+    end chunks, so shots never mix; frames may be requested in any order and from any number of threads.
+    """
     node, _ = rvrt_with_restorer(
         clip,
         model,
