@@ -191,3 +191,21 @@ def test_chunk_cache_computes_once_under_contention() -> None:
     for span in [(4, 8), (8, 12), (12, 16)]:
         cache.get(span, lambda: torch.zeros(1))
     assert len(cache) == 2
+
+
+@pytest.mark.parametrize("threads", [1, 4])
+def test_any_thread_count_gives_the_same_frames(threads: int) -> None:
+    c = vs.core
+    old = c.num_threads
+    try:
+        c.num_threads = 2
+        clip = make_clip(c, 18, seed=7)
+        seq = read_all(build(clip)[0])
+        c.num_threads = threads
+        order = list(range(18))
+        random.Random(threads).shuffle(order)
+        got = read_all(build(clip)[0], order)
+    finally:
+        c.num_threads = old
+    for i in range(18):
+        assert np.array_equal(got[i], seq[i]), i
