@@ -24,7 +24,7 @@ slots (windows with fewer pieces) are zero landmarks with all kernel entries 0; 
 
 Numerics: the core runs in fp32 for fp16/bf16 inputs (f is unnormalised and G_U·1 sums N terms, which overflows
 half precision), and the result is returned in the input dtype. Rows where the approximation broke down (denominator
-not positive, or output far outside the value range, see _guard_rows) are recomputed exactly when ``spec.guard``
+not positive, or output beyond twice the largest |value|, see _guard_rows) are recomputed exactly when ``spec.guard``
 is set.
 """
 
@@ -286,16 +286,13 @@ def _guard_rows(
 ) -> None:
     """Recompute exactly the rows where the approximation broke down.
 
-    Exact attention is a convex combination of the value rows, so every output channel lies in [min_j v_j, max_j v_j]
-    of its window and head. A row is broken when its denominator Ĝ1 is not positive (or NaN), or when it leaves
-    that range by more than the range's width (a tiny positive denominator); milder overshoots are the method's
-    ordinary error and stay as computed, so the research code's results are kept wherever they are meaningful.
+    Exact attention is a convex combination of the value rows, so max_c |o_c| <= max_j,c |v_jc| in every window and
+    head. A row is broken when its denominator Ĝ1 is not positive (or NaN), or when its output exceeds twice that
+    bound (a tiny positive denominator); milder errors are the method's ordinary error and stay as computed, so the
+    research code's results are kept wherever they are meaningful. Costs two cheap passes (|v|, |out|).
     """
-    good = den > 0
-    vmax = v.amax(dim=2, keepdim=True)
-    vmin = v.amin(dim=2, keepdim=True)
-    width = vmax - vmin
-    good &= ((out - vmax) <= width).all(dim=-1) & ((vmin - out) <= width).all(dim=-1)
+    vmax = v.abs().flatten(2).amax(-1, keepdim=True)  # (B·nW, nH, 1); abs+amax: linalg's inf-norm is ~30x slower
+    good = (den > 0) & (out.abs().amax(-1) <= 2 * vmax)
     if bool(good.all()):
         return
     ib, ih, ii = torch.nonzero(~good, as_tuple=True)

@@ -27,8 +27,8 @@ class PnPNystra:
     pinv_init: "batch" scales Z0 over the whole call as the research code does; "matrix" per window and head.
     policy: "always" runs Nyström wherever landmarks < tokens; "auto" falls back to Exact where it does not pay
         on the current device (vsnystra.attention.policy).
-    guard: recompute exactly the rows where the approximation broke down: denominator not positive, or output
-        outside the value range of its window by more than that range's width (exact attention never leaves it).
+    guard: recompute exactly the rows where the approximation broke down: denominator not positive, or an output
+        entry larger than twice the window's largest |value| (exact attention never exceeds it).
         Other rows are untouched, so results match the research code wherever it is meaningful.
     """
 
