@@ -266,6 +266,32 @@ def test_bias_and_mask_aware_beats_dropping_them() -> None:
     assert close < 0.02
 
 
+def test_shift_that_splits_segments() -> None:
+    """Shift 3 in 8x8 windows cuts 2x2 landmark segments: split pieces become extra landmarks of their region."""
+    from vsnystra.attention.masks import cached_region_landmarks
+
+    ws = 8
+    q, k, v = window_qkv(24, 24, ws, 2, 16, shift=3, seed=2)
+    mask = shift_mask(24, 24, ws, 3)
+    bias = relative_bias(ws, 2, torch.Generator().manual_seed(3))
+    rl = cached_region_landmarks(mask, (8, 8), (4, 4))
+    assert rl is not None and not rl.aligned and rl.index.shape[1] > 16
+    ref = attention(q, k, v, scale=0.25, bias=bias, mask=mask)
+    close = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=PnPNystra(16, 25, None, "matrix"))
+    dropped = paper_attention(q, k, v, scale=0.25, spec=PnPNystra(16, 25, None, "matrix"), window=None)
+    assert rel(close, ref) < 0.05 < rel(dropped, ref)
+    labels = mask_labels(mask)
+    assert labels is not None
+    w = 8  # corner window: four regions
+    other = labels[w] != labels[w, 0]
+    v2 = v.clone()
+    v2[w, :, other] += 10.0
+    spec = PnPNystra(16, 6, 0.0)
+    o1 = attention(q, k, v, scale=0.25, bias=bias, mask=mask, spec=spec)
+    o2 = attention(q, k, v2, scale=0.25, bias=bias, mask=mask, spec=spec)
+    assert (o2[w, :, ~other] - o1[w, :, ~other]).abs().max() <= 1e-5 * o1.abs().max()
+
+
 def test_3d_windows_with_mask_and_bias() -> None:
     """Video windows (t, h, w) = (2, 8, 8), shift (1, 4, 4): up to 8 regions, landmarks per frame and region."""
     grid, shift = (2, 8, 8), (1, 4, 4)
