@@ -12,6 +12,7 @@ A third compares process CPU time (all threads), which other users' load on the 
     .venv/bin/python benchmarks/pipeline.py                      # all three models, markdown table on stdout
     .venv/bin/python benchmarks/pipeline.py --models swinir --frames 8 --repeats 3 --threads 2
     .venv/bin/python benchmarks/pipeline.py --half-precision     # CPU RGBH: bf16 vs fp32 accuracy and speed
+    .venv/bin/python benchmarks/pipeline.py --vspipe             # SwinIR through vspipe -c y4m (examples/upscale.vpy)
 """
 
 from __future__ import annotations
@@ -147,6 +148,73 @@ def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
     }
 
 
+def vspipe_rows(n_frames: int, repeats: int) -> list[str]:
+    """SwinIR through ``vspipe -c y4m examples/upscale.vpy`` (output to /dev/null, incl. the YUV conversion and
+    Y4M writing) vs restore_image on the same synthetic frames in this process. vspipe's own "Output N frames in
+    S seconds" is used: it excludes script evaluation (imports, model loading)."""
+    import re
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import avsource
+
+    w, h = 128, 96
+    ckpt = PARITY / "swinir_classical_x2.pth"
+    clip = avsource.synthetic(w, h, n_frames)
+    frames = [torch.from_numpy(np.stack([np.asarray(clip.get_frame(i)[p]) for p in range(3)])) for i in range(n_frames)]
+    model = default_cache().get(ckpt, device=torch.device("cpu"), attention=AttentionSetting())
+    vspipe = Path(sys.executable).parent / "vspipe"
+    cmd = [
+        str(vspipe),
+        "-c",
+        "y4m",
+        "examples/upscale.vpy",
+        "/dev/null",
+        "-a",
+        f"model={ckpt}",
+        "-a",
+        f"width={w}",
+        "-a",
+        f"height={h}",
+        "-a",
+        f"frames={n_frames}",
+        "-a",
+        "attention=exact",
+        "-a",
+        "device=cpu",
+    ]
+
+    def direct() -> None:
+        with torch.no_grad():
+            for f in frames:
+                restore_image(model, f)
+
+    def through_vspipe() -> float:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
+        m = re.search(r"Output (\d+) frames in ([0-9.]+) seconds", proc.stderr)
+        if m is None:
+            raise RuntimeError(f"vspipe printed no timing: {proc.stderr[-500:]}")
+        return float(m.group(2))
+
+    direct()
+    a, b = [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            a.append(timed(direct))
+            b.append(through_vspipe())
+        else:
+            b.append(through_vspipe())
+            a.append(timed(direct))
+    ratio = statistics.median(y / x for x, y in zip(a, b, strict=True)) - 1.0
+    return [
+        "| model | input | frames | direct fps (baseline) | vspipe fps | vspipe vs direct (paired) |",
+        "|---|---|---|---|---|---|",
+        f"| SwinIR (swinir_classical_x2.pth) | {w}x{h} | {n_frames} | {n_frames / statistics.median(a):.3f} | "
+        f"{n_frames / statistics.median(b):.3f} | {100 * ratio:+.1f} % |",
+    ]
+
+
 def half_precision(repeats: int) -> list[str]:
     """CPU policy for RGBH: accuracy and speed of bf16 compute vs fp32 on the SwinIR and Uformer fixtures."""
     rows = [
@@ -178,6 +246,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both sides)")
     p.add_argument("--vs-threads", type=int, default=2, help="VapourSynth core threads")
     p.add_argument("--half-precision", action="store_true", help="measure the CPU RGBH policy instead")
+    p.add_argument("--vspipe", action="store_true", help="SwinIR through vspipe (a separate process) instead")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     vs.core.num_threads = args.vs_threads
@@ -188,6 +257,9 @@ def main() -> None:
     )
     if args.half_precision:
         print("\n".join(half_precision(args.repeats)))
+        return
+    if args.vspipe:
+        print("\n".join(vspipe_rows(args.frames, args.repeats)))
         return
     print(
         "| model | input | frames | direct fps (baseline) | VapourSynth fps | VS vs direct (paired rounds) "
