@@ -55,18 +55,22 @@ def sha256(path: Path) -> str:
 
 
 def quality_rows(table: Path, name: str) -> list[str]:
-    """Header + the rows of benchmarks/results/quality.md that concern ``name`` (and its reference rows)."""
+    """The sections of benchmarks/results/quality.md (one per command) that hold rows of ``name``: the command,
+    its settings line, the table header, the reference rows (bicubic / noisy input) and the model's rows."""
     if not table.is_file():
         return []
-    lines = table.read_text(encoding="utf-8").splitlines()
-    head = [ln for ln in lines if ln.startswith("| model") or ln.startswith("|---")][:2]
-    rows = [ln for ln in lines if ln.startswith(f"| {name} |")]
-    data = {ln.split("|")[2].strip() for ln in rows}
-    refs = [
-        ln for ln in lines if ln.startswith(("| bicubic |", "| noisy input |")) and ln.split("|")[2].strip() in data
-    ]
-    settings = [ln for ln in lines if ln.startswith("Settings:")]
-    return [*settings, "", *head, *refs, *rows] if rows else []
+    out: list[str] = []
+    sections = table.read_text(encoding="utf-8").split("\n## ")[1:]
+    for sec in sections:
+        lines = sec.splitlines()
+        rows = [ln for ln in lines if ln.startswith(f"| {name} |")]
+        if not rows:
+            continue
+        head = [ln for ln in lines if ln.startswith(("| model", "|---"))][:2]
+        refs = [ln for ln in lines if ln.startswith(("| bicubic |", "| noisy input |"))]
+        settings = [ln for ln in lines if ln.startswith("Settings:")]
+        out += [f"Command: {lines[0]}", "", *settings, "", *head, *refs, *rows, ""]
+    return out
 
 
 def card(name: str, run: Path, pth: Path, table: Path) -> str:
