@@ -144,6 +144,8 @@ def run(arch: str, dtype: torch.dtype, size: int, reps: int, warmup: bool) -> li
             w, c = timed(model, x)
             wall[i].append(w)
             cpu[i].append(c)
+            progress = f"  ({arch} {dtype} rep {rep}: {plan[i][0]}: {c:.0f} ms CPU, {w:.0f} ms wall)"
+            print(progress, file=sys.stderr, flush=True)
     ms = [min(t) for t in cpu]
     ws = [min(t) for t in wall]
     name = str(dtype).removeprefix("torch.")
