@@ -31,6 +31,7 @@ import vapoursynth as vs
 import vsnystra.runtime.image as runtime_image
 import vsnystra.runtime.video as runtime_video
 from vsnystra.runtime.cache import AttentionSetting, default_cache
+from vsnystra.runtime.device import run_on_device
 from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.video import restore_video
 from vsnystra.vs import filters
@@ -57,6 +58,10 @@ def clip_of(frames: torch.Tensor) -> vs.VideoNode:
     blank = vs.core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n, keep=True)
     return vs.core.std.ModifyFrame(blank, blank, lambda n, f: tensor_to_frame(frames[n], f))
 
+
+THREAD_NOTE = """The direct baseline runs on vsnystra's inference thread (run_on_device), like the filters' model calls:
+on this machine, under load, the same torch call on the process's main thread burned ~6x more CPU in OpenMP
+spinning and took ~6x longer than on any other thread, which would flatter the VapourSynth side."""
 
 CPU_TIMES: list[float] = []  # process CPU seconds of every timed() call, in call order
 
@@ -105,13 +110,16 @@ def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
     kw = {"model": str(path), "attention": "exact", "device": "cpu", **extra}
     model = default_cache().get(path, device=torch.device("cpu"), attention=AttentionSetting())
 
-    def direct() -> None:
+    def direct_body() -> None:
         with torch.no_grad():
             if func == "RVRT":
                 restore_video(model, frames, chunk=extra["chunk"], chunk_overlap=extra["chunk_overlap"])
             else:
                 for i in range(n_frames):
                     restore_image(model, frames[i])
+
+    def direct() -> None:  # on the same inference thread the filters use (see THREAD_NOTE)
+        run_on_device(torch.device("cpu"), direct_body)
 
     inside: list[float] = []
 
@@ -185,10 +193,13 @@ def vspipe_rows(n_frames: int, repeats: int) -> list[str]:
         "device=cpu",
     ]
 
-    def direct() -> None:
+    def direct_body() -> None:
         with torch.no_grad():
             for f in frames:
                 restore_image(model, f)
+
+    def direct() -> None:
+        run_on_device(torch.device("cpu"), direct_body)
 
     def through_vspipe() -> float:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
