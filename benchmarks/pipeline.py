@@ -254,15 +254,16 @@ def main() -> None:
     p.add_argument("--models", default="swinir,uformer,rvrt")
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads (both sides)")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, as vspipe)")
     p.add_argument("--vs-threads", type=int, default=2, help="VapourSynth core threads")
     p.add_argument("--half-precision", action="store_true", help="measure the CPU RGBH policy instead")
     p.add_argument("--vspipe", action="store_true", help="SwinIR through vspipe (a separate process) instead")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     vs.core.num_threads = args.vs_threads
     print(
-        f"CPU, torch {torch.__version__}, {args.threads} torch thread(s), "
+        f"CPU, torch {torch.__version__}, {torch.get_num_threads()} torch thread(s), "
         f"VapourSynth R{vs.core.core_version.release_major}, "
         f"{args.vs_threads} VS thread(s); median of {args.repeats} alternating rounds\n"
     )
