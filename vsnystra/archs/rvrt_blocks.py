@@ -59,9 +59,15 @@ def _shift_mask_cpu(dp: int, hp: int, wp: int, ws: Size3, ss: Size3) -> torch.Te
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
-def shift_mask(dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device) -> torch.Tensor:
-    """(nW, N, N) additive mask (0 / -100) of the cyclically shifted, padded grid (dp, hp, wp)."""
-    return _shift_mask_cpu(dp, hp, wp, ws, ss).to(device)
+@functools.lru_cache(maxsize=16)
+def shift_mask(
+    dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """(nW, N, N) additive mask (0 / -100) of the cyclically shifted, padded grid (dp, hp, wp).
+
+    Cached per device and dtype: one tensor identity per geometry lets the attention seam reuse its mask analysis.
+    """
+    return _shift_mask_cpu(dp, hp, wp, ws, ss).to(device=device, dtype=dtype)
 
 
 def position_index(ws: Size3) -> torch.Tensor:
@@ -154,10 +160,13 @@ class STL(nn.Module):
         qkv = self.attn.qkv_self(windows).reshape(bn, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         mask = None
         if shifted and self.cfg.mask == "keep":
-            mask = shift_mask(dp, hp, wp, ws, ss, x.device).to(x.dtype)
+            mask = shift_mask(dp, hp, wp, ws, ss, x.device, x.dtype)
         bias = self.attn.bias(n) if self.cfg.bias == "keep" else None
         spec = self.cfg.spec
-        out = attention(qkv[0], qkv[1], qkv[2], scale=self.attn.scale, bias=bias, mask=mask, spec=spec, window=ws)
+        # Paper mode (neither bias nor mask) keeps the research code's landmark layout: the flat (frame, row, col)
+        # token order seen as its closest-square grid. The bias/mask-aware path needs the true 3-D window grid.
+        grid = ws if bias is not None or mask is not None else None
+        out = attention(qkv[0], qkv[1], qkv[2], scale=self.attn.scale, bias=bias, mask=mask, spec=spec, window=grid)
         out = self.attn.proj(out.transpose(1, 2).reshape(bn, n, c))
         x = window_reverse(out, ws, b, dp, hp, wp)
         if shifted:
