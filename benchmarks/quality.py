@@ -166,7 +166,7 @@ def main() -> int:
                 record("bicubic", f"{ds} x2", "-", lambda ds=ds: run_sr(None, [ds], args.limit))
                 for mode in modes:
                     configure(model, mode, arch, spec)
-                    record(name, f"{ds} x2", mode, lambda ds=ds: run_sr(model, [ds], args.limit))
+                    record(name, f"{ds} x2", mode, lambda ds=ds, m=model: run_sr(m, [ds], args.limit))
         elif arch == "uformer":
             for ds in args.dn_datasets.split(","):
                 for sigma in map(float, args.sigmas.split(",")):
@@ -174,21 +174,31 @@ def main() -> int:
                     record("noisy input", label, "-", lambda ds=ds, s=sigma: run_dn(None, ds, s, args.limit))
                     for mode in modes:
                         configure(model, mode, arch, spec)
-                        record(name, label, mode, lambda ds=ds, s=sigma: run_dn(model, ds, s, args.limit))
+                        record(name, label, mode, lambda ds=ds, s=sigma, m=model: run_dn(m, ds, s, args.limit))
         else:
             for seq in args.sequences.split(","):
                 for sigma in map(float, args.video_sigmas.split(",")):
                     label = f"Vid4-{seq} s{sigma:g}"
-                    fn = run_video
-                    record("noisy input", label, "-", lambda q=seq, s=sigma: fn(None, q, s, args.max_frames, args.crop))
+                    record(
+                        "noisy input",
+                        label,
+                        "-",
+                        lambda q=seq, s=sigma: run_video(None, q, s, args.max_frames, args.crop),
+                    )
                     for mode in modes:
                         configure(model, mode, arch, spec)
-                        record(name, label, mode, lambda q=seq, s=sigma: fn(model, q, s, args.max_frames, args.crop))
+                        record(
+                            name,
+                            label,
+                            mode,
+                            lambda q=seq, s=sigma, m=model: run_video(m, q, s, args.max_frames, args.crop),
+                        )
 
+    paper = ", ".join(f"{k}: window {v[0]}, {v[1]}" for k, v in PAPER.items())
     lines = [
         f"Settings: limit={args.limit or 'all'} images/dataset, Vid4 max_frames={args.max_frames or 'all'} "
         f"crop={args.crop or 'none'}; nystra = PnPNystra(landmarks={args.landmarks}, iters={args.iters}, "
-        f"threshold={args.threshold}) at the trained window; paper = {', '.join(f'{k}: window {v[0]}, {v[1]}' for k, v in PAPER.items())}; "
+        f"threshold={args.threshold}) at the trained window; paper = {paper}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, fp32.",
         "",
         "| model | data | attention | PSNR RGB | SSIM RGB | PSNR Y | SSIM Y | time (s) |",
