@@ -20,6 +20,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ DEFAULTS = {
     "uformer": "uformer-denoise-small.pth",
     "rvrt": "rvrt-denoise-small.pth",
 }
-PAPER = {
+PAPER: dict[str, tuple[int | tuple[int, ...], PnPNystra]] = {
     "swinir": (32, PnPNystra(landmarks=16, iters=2, threshold=5.0)),
     "uformer": (64, PnPNystra(landmarks=32, iters=6, threshold=0.0)),
     "rvrt": ((2, 64, 64), PnPNystra(landmarks=32, iters=6, threshold=0.0)),
@@ -163,18 +164,18 @@ def main() -> int:
         if arch == "swinir":
             sets = args.sr_datasets.split(",")
             for ds in sets:
-                record("bicubic", f"{ds} x2", "-", lambda ds=ds: run_sr(None, [ds], args.limit))
+                record("bicubic", f"{ds} x2", "-", partial(run_sr, None, [ds], args.limit))
                 for mode in modes:
                     configure(model, mode, arch, spec)
-                    record(name, f"{ds} x2", mode, lambda ds=ds, m=model: run_sr(m, [ds], args.limit))
+                    record(name, f"{ds} x2", mode, partial(run_sr, model, [ds], args.limit))
         elif arch == "uformer":
             for ds in args.dn_datasets.split(","):
                 for sigma in map(float, args.sigmas.split(",")):
                     label = f"{ds} s{sigma:g}"
-                    record("noisy input", label, "-", lambda ds=ds, s=sigma: run_dn(None, ds, s, args.limit))
+                    record("noisy input", label, "-", partial(run_dn, None, ds, sigma, args.limit))
                     for mode in modes:
                         configure(model, mode, arch, spec)
-                        record(name, label, mode, lambda ds=ds, s=sigma, m=model: run_dn(m, ds, s, args.limit))
+                        record(name, label, mode, partial(run_dn, model, ds, sigma, args.limit))
         else:
             for seq in args.sequences.split(","):
                 for sigma in map(float, args.video_sigmas.split(",")):
@@ -183,7 +184,7 @@ def main() -> int:
                         "noisy input",
                         label,
                         "-",
-                        lambda q=seq, s=sigma: run_video(None, q, s, args.max_frames, args.crop),
+                        partial(run_video, None, seq, sigma, args.max_frames, args.crop),
                     )
                     for mode in modes:
                         configure(model, mode, arch, spec)
@@ -191,7 +192,7 @@ def main() -> int:
                             name,
                             label,
                             mode,
-                            lambda q=seq, s=sigma, m=model: run_video(m, q, s, args.max_frames, args.crop),
+                            partial(run_video, model, seq, sigma, args.max_frames, args.crop),
                         )
 
     paper = ", ".join(f"{k}: window {v[0]}, {v[1]}" for k, v in PAPER.items())
