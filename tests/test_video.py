@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from vsnystra.archs.rvrt_gda import deform_attn
-from vsnystra.runtime.video import blend, chunk_plan, chunks_covering, restore_chunk, restore_video
+from vsnystra.runtime.video import _normalise_tile, blend, chunk_plan, chunks_covering, restore_chunk, restore_video
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 CKPT = SHARED / "fixtures" / "parity" / "rvrt_denoise_small.pth"
@@ -117,6 +117,13 @@ def test_sigma_rules() -> None:
 
 
 # -- the real model on Vid4 frames ------------------------------------------------------------------------
+def test_tile_is_width_then_height_like_restore_image() -> None:
+    assert _normalise_tile((64, 32)) == (32, 64)  # (w, h) in, (h, w) rows-first inside
+    assert _normalise_tile(16) == (16, 16)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        _normalise_tile((64, 30))
+
+
 def _vid4(n: int) -> torch.Tensor:
     from PIL import Image
 

@@ -171,11 +171,10 @@ def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
     from vsnystra.runtime.video import restore_video
 
     kwargs: dict[str, Any] = {}
-    tile = s.tile[::-1] if s.tile is not None and len(s.tile) == 2 else s.tile  # CLI W,H → restore_video (h, w)
     for name, value in (
         ("chunk", s.chunk),
         ("chunk_overlap", s.chunk_overlap),
-        ("tile", _one_or_tuple(tile)),
+        ("tile", _one_or_tuple(s.tile)),  # CLI W,H = restore_video's (w, h)
         ("tile_overlap", s.tile_overlap),
         ("sigma", s.sigma if getattr(model.info, "needs_sigma", False) else None),
     ):

@@ -98,9 +98,10 @@ def _tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 
 def _normalise_tile(tile: Tile) -> tuple[int, int] | None:
+    """(h, w) from ``tile``: an int, or (w, h) like restore_image and the filters."""
     if tile is None or tile == 0:
         return None
-    th, tw = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
+    tw, th = (tile, tile) if isinstance(tile, int) else (int(tile[0]), int(tile[1]))
     if th <= 0 or tw <= 0 or th % 8 or tw % 8:
         raise ValueError(f"restore_video: tile must be a positive multiple of 8 (the window), got {tile}")
     return th, tw
@@ -241,7 +242,8 @@ def restore_video(
     """Restore a video with RVRT: (T, 3, H, W) tensor -> (T, 3, sH, sW) tensor; iterable of frames -> iterator.
 
     chunk: frames per temporal chunk (None or 0: whole sequence at once); tile: spatial tile in input pixels
-    (int or (h, w), multiple of 8; None: whole frame). Output is on the frames' device in the model's dtype.
+    (int or (w, h) like restore_image, multiples of 8; None: whole frame). Output is on the frames' device in the
+    model's dtype.
     """
     _, _, _, needs_sigma = _model_io(model)
     if needs_sigma and sigma is None:

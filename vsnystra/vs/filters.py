@@ -384,10 +384,10 @@ def rvrt_with_restorer(
 
 
 def _video_tile_kwargs(tile_wh: tuple[int, int] | None, overlap: int | None) -> dict[str, Any]:
-    """restore_chunk takes tile as (h, w) in input pixels and one tile_overlap for both sides."""
+    """restore_chunk takes tile as (w, h) in input pixels and one tile_overlap for both sides."""
     if tile_wh is None:
         return {"tile": None}
-    kw: dict[str, Any] = {"tile": (tile_wh[1], tile_wh[0])}
+    kw: dict[str, Any] = {"tile": tile_wh}
     if overlap is not None:
         kw["tile_overlap"] = overlap
     return kw
