@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 MASK_VALUE = -100.0
 
@@ -213,3 +214,16 @@ class RelativeBiasCache:
             resized = resize_bias_table(table, trained, window)
             bias = gather_bias(resized, relative_position_index(window).to(table.device))
         return bias.to(dtype)
+
+
+class BlockSequence(nn.Module):
+    """Window-attention blocks applied in order on a token stream of a known size (state-dict prefix ``blocks.``)."""
+
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+
+    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        for blk in self.blocks:
+            x = blk(x, size)
+        return x

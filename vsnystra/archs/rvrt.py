@@ -298,25 +298,6 @@ def infer_config(sd: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _load_strict(model: nn.Module, sd: Mapping[str, Any], *, assign: bool = False) -> None:
-    own = model.state_dict()
-    missing = [k for k in own if k not in sd]
-    unexpected = [k for k in sd if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        raise ValueError(
-            "rvrt.build: checkpoint does not match the RVRT inferred from its shapes; "
-            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
-            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, "
-            f"shape mismatches {shapes[:5]}; pass overrides (e.g. attention_heads=...) or check the file"
-        )
-    model.load_state_dict(dict(sd), strict=True, assign=assign)
-
-
 def build(sd: Mapping[str, Any], **overrides: Any) -> nn.Module:
     """Build an RVRT from an official state dict (hyper-parameters from shapes), load strictly, eval()."""
     cfg = infer_config(sd)
@@ -327,8 +308,9 @@ def build(sd: Mapping[str, Any], **overrides: Any) -> nn.Module:
     meta = any(getattr(v, "is_meta", False) for v in sd.values())
     with torch.device("meta") if meta else torch.device("cpu"):
         model = RVRT(**cfg)
-    _load_strict(model, sd, assign=meta)
-    model.eval()
+    from vsnystra.archs.registry import load_into
+
+    load_into(model, sd, NAME, cfg)
     if cfg["upscale"] == 4:
         task, variant = "sr", "video_sr"
     elif cfg["nonblind_denoising"]:

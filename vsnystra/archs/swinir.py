@@ -17,6 +17,7 @@ from torch import nn
 
 from vsnystra.archs.base import AttentionConfig, ModelInfo
 from vsnystra.archs.common import (
+    BlockSequence,
     MaskCache,
     RelativeBiasCache,
     clamp_window,
@@ -159,23 +160,12 @@ def _resi_conv(dim: int, kind: str) -> nn.Module:
     raise ValueError(f"SwinIR: resi_connection must be '1conv' or '3conv', got {kind!r}")
 
 
-class ResidualGroup(nn.Module):
-    def __init__(self, blocks: list[SwinTransformerBlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        for blk in self.blocks:
-            x = blk(x, size)
-        return x
-
-
 class RSTB(nn.Module):
     """Residual Swin Transformer block: blocks, then a conv on the image grid, plus the skip."""
 
     def __init__(self, blocks: list[SwinTransformerBlock], dim: int, resi_connection: str) -> None:
         super().__init__()
-        self.residual_group = ResidualGroup(blocks)
+        self.residual_group = BlockSequence(blocks)
         self.conv = _resi_conv(dim, resi_connection)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

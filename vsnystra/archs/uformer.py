@@ -18,6 +18,7 @@ from torch import nn
 
 from vsnystra.archs.base import AttentionConfig, ModelInfo
 from vsnystra.archs.common import (
+    BlockSequence,
     MaskCache,
     RelativeBiasCache,
     clamp_window,
@@ -245,17 +246,6 @@ def _resize_modulator(weight: torch.Tensor, ws: int, dtype: torch.dtype) -> torc
     return grid.reshape(weight.shape[1], ws * ws).T.to(dtype).contiguous()
 
 
-class BasicUformerLayer(nn.Module):
-    def __init__(self, blocks: list[LeWinBlock]) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        for blk in self.blocks:
-            x = blk(x, size)
-        return x
-
-
 class _ConvWrap(nn.Module):
     """Token sequence -> image -> conv -> token sequence (Downsample ``conv.0`` / Upsample ``deconv.0``)."""
 
@@ -341,7 +331,7 @@ class Uformer(nn.Module):
                 )
                 for j in range(depths[i])
             ]
-            self.add_module(name, BasicUformerLayer(blocks))
+            self.add_module(name, BlockSequence(blocks))
             if i < 4:
                 conv = nn.Conv2d(dim, 2 * dim, 4, 2, 1)
                 self.add_module(f"dowsample_{i}", _ConvWrap("conv", conv))
