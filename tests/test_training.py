@@ -193,3 +193,21 @@ def test_differentiable_gda_matches_inference_op() -> None:
     torch.testing.assert_close(got.detach(), ref, rtol=0, atol=1e-12)
     got.sum().backward()
     assert off.grad is not None and off.grad.abs().sum() > 0
+
+
+def test_zero_flow_shortcut_equals_frozen_spynet() -> None:
+    """The training shortcut skips SpyNet; that is exact only because identity_spynet makes it return zero flow."""
+    from vsnystra.training.loop import build_model, zero_flows
+
+    preset = get_preset("rvrt-denoise-small", {"kwargs": {"embed_dims": [24, 24, 24], "num_heads": [2, 2, 2]}})
+    model = build_model(preset, seed=0).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 4, 4, 136, 136, generator=g)
+    with torch.no_grad():
+        flows = model.compute_flows(x[:, :, :3, ::4, ::4])
+        assert all(float(f.abs().max()) == 0.0 for f in flows)
+        ref = model(x)
+        with zero_flows(model, True):
+            got = model(x)
+        assert "compute_flows" not in vars(model)  # restored after the step
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)

@@ -33,6 +33,7 @@ class Preset:
     sigma_max: float = 50.0  # denoisers: sigma ~ U[0, sigma_max] on the 0-255 scale
     per_folder: int = 0  # image tasks: evenly spaced files kept per folder (0 = all)
     freeze: tuple[str, ...] = field(default_factory=tuple)  # parameter-name prefixes left untrained
+    zero_flow: bool = False  # RVRT: skip the (frozen, zero-output) SpyNet in training, so patches may be small
 
     def with_overrides(self, overrides: dict[str, Any]) -> Preset:
         """A copy with fields replaced; the key "kwargs" merges into the constructor arguments."""
@@ -109,12 +110,13 @@ PRESETS: dict[str, Preset] = {
             "attention_window": [3, 3],
             "nonblind_denoising": True,
         },
-        patch=136,
-        batch=1,
+        patch=96,
+        batch=2,
         frames=4,
-        lr=4e-4,
-        warmup=20,
+        lr=5e-4,
+        warmup=100,
         freeze=("spynet.",),
+        zero_flow=True,
     ),
 }
 
