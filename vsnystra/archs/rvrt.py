@@ -20,7 +20,7 @@ from torch import nn
 
 from vsnystra.archs.base import ModelInfo
 from vsnystra.archs.rvrt_blocks import RSTBWithInputConv, Upsample4
-from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack, Permute
+from vsnystra.archs.rvrt_gda import FrameConv3d, GuidedDeformAttnPack, Permute
 from vsnystra.archs.spynet import SpyNet, flow_warp
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,9 @@ class RVRT(nn.Module):
             in_ch = 4 if nonblind_denoising else 3
             self.feat_extract = nn.Sequential(
                 Permute(0, 2, 1, 3, 4),
-                nn.Conv3d(in_ch, c0, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
+                FrameConv3d(in_ch, c0, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
                 nn.LeakyReLU(0.1, inplace=True),
-                nn.Conv3d(c0, c0, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
+                FrameConv3d(c0, c0, (1, 3, 3), (1, 2, 2), (0, 1, 1)),
                 nn.LeakyReLU(0.1, inplace=True),
                 Permute(0, 2, 1, 3, 4),
                 rstb(c0, c0, inputconv_groups[0], num_blocks[0], 0, win1),
@@ -101,9 +101,9 @@ class RVRT(nn.Module):
             )
             self.backbone[name] = rstb((2 + i) * c0, c1, inputconv_groups[i + 1], num_blocks[1], 1, window_size)
         self.reconstruction = rstb(5 * c0, c2, inputconv_groups[5], num_blocks[2], 2, win1)
-        self.conv_before_upsampler = nn.Sequential(nn.Conv3d(c2, 64, kernel_size=(1, 1, 1)), nn.LeakyReLU(0.1, True))
+        self.conv_before_upsampler = nn.Sequential(FrameConv3d(c2, 64, kernel_size=(1, 1, 1)), nn.LeakyReLU(0.1, True))
         self.upsampler = Upsample4(64)
-        self.conv_last = nn.Conv3d(64, 3, kernel_size=(1, 3, 3), padding=(0, 1, 1))
+        self.conv_last = FrameConv3d(64, 3, kernel_size=(1, 3, 3), padding=(0, 1, 1))
 
     # -- flows ---------------------------------------------------------------------------------------------
     def compute_flows(self, lqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
-from vsnystra.archs.rvrt_gda import Mlp, Permute
+from vsnystra.archs.rvrt_gda import FrameConv3d, Mlp, Permute
 from vsnystra.attention import attention
 
 Size3 = tuple[int, int, int]
@@ -230,7 +230,7 @@ class RSTBWithInputConv(nn.Module):
         blocks = nn.Sequential(*(RSTB(dim, depth, heads, window, mlp_ratio, qkv_bias) for _ in range(num_blocks)))
         self.main = nn.Sequential(
             Permute(0, 2, 1, 3, 4),
-            nn.Conv3d(in_channels, dim, kernel_size=(1, 3, 3), padding=(0, 1, 1), groups=groups),
+            FrameConv3d(in_channels, dim, kernel_size=(1, 3, 3), padding=(0, 1, 1), groups=groups),
             Permute(0, 2, 3, 4, 1),
             nn.LayerNorm(dim),
             Permute(0, 4, 1, 2, 3),
@@ -251,13 +251,13 @@ class Upsample4(nn.Sequential):
         layers: list[nn.Module] = []
         for _ in range(2):
             layers += [
-                nn.Conv3d(feat, 4 * feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
+                FrameConv3d(feat, 4 * feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)),
                 Permute(0, 2, 1, 3, 4),
                 nn.PixelShuffle(2),
                 Permute(0, 2, 1, 3, 4),
                 nn.LeakyReLU(0.1, inplace=True),
             ]
-        layers.append(nn.Conv3d(feat, feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)))
+        layers.append(FrameConv3d(feat, feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)))
         super().__init__(*layers)
 
 

@@ -14,11 +14,14 @@ The sampling is one ``grid_sample`` call per row band (all slots, groups and tap
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _DEFAULT_MAX_ELEMS = 1 << 26  # column-buffer elements per band (256 MiB in fp32; bigger bands run faster)
+_GATHER_MAX_ELEMS = 1 << 23  # CPU gather path: chunks beyond ~32 MiB only add memory traffic
 
 
 class Permute(nn.Module):
@@ -33,6 +36,34 @@ class Permute(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dims={self.dims}"
+
+
+class FrameConv3d(nn.Conv3d):
+    """Conv3d whose temporal kernel is 1, computed as one Conv2d over all frames.
+
+    PyTorch's CPU Conv3d runs (1, k, k) kernels through ``slow_conv3d`` (im2col + GEMM, no oneDNN), 2-8x slower
+    than Conv2d on the same data. Parameters keep Conv3d's names and 5-D shapes, so official checkpoints load
+    unchanged; only the computation differs (same sums in another order, ~1e-6 relative). Autograd flows to the
+    5-D weight through the ``weight[:, :, 0]`` view.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.dim() != 5
+            or self.kernel_size[0] != 1
+            or self.stride[0] != 1
+            or isinstance(self.padding, str)
+            or self.padding[0] != 0
+            or self.padding_mode != "zeros"
+        ):
+            return super().forward(x)
+        n, c, t, h, w = x.shape
+        # (n, c, t, h, w) is usually a transposed view of (n, t, c, h, w): then this reshape is free
+        frames = x.transpose(1, 2).reshape(n * t, c, h, w)
+        y = F.conv2d(
+            frames, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:], self.dilation[1:], self.groups
+        )
+        return y.view(n, t, *y.shape[1:]).transpose(1, 2)
 
 
 class Mlp(nn.Module):
@@ -77,6 +108,8 @@ def deform_attn(
 
     q: (b * clip, C', H, W) projected queries; kv: (b, clip, 2C', H, W) keys ‖ values of the key clip;
     offset: (b * clip, clip * groups * taps * 2, H, W), pairs (dy, dx); returns (b * clip, C', H, W).
+    Any strides are accepted; q and kv that are channels-last underneath (permuted views of (..., H, W, C)
+    tensors) avoid copies on CPU, where the result is such a view too.
     """
     if q.dtype in (torch.float16, torch.bfloat16):  # sampling positions need fp32 (fp16: 0.2 px error at 320 px)
         out32 = deform_attn(
@@ -90,7 +123,7 @@ def deform_attn(
             max_elems=max_elems,
         )
         return out32.to(q.dtype)
-    bt, cq, h, w = q.shape
+    bt, cq = q.shape[:2]
     b = kv.shape[0]
     ckv = kv.shape[2]
     taps = kernel[0] * kernel[1]
@@ -99,6 +132,26 @@ def deform_attn(
             f"deform_attn: inconsistent shapes q {tuple(q.shape)}, kv {tuple(kv.shape)}, offset "
             f"{tuple(offset.shape)} for heads={heads}, groups={groups}, clip={clip}, kernel={kernel}"
         )
+    if q.device.type == "cpu" and groups % 2 == 0:  # keys and values fill whole offset groups
+        return _deform_attn_gather(q, kv, offset, heads, groups, clip, kernel, min(max_elems, _GATHER_MAX_ELEMS))
+    return _deform_attn_grid(q, kv, offset, heads, groups, clip, kernel, max_elems)
+
+
+def _deform_attn_grid(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    offset: torch.Tensor,
+    heads: int,
+    groups: int,
+    clip: int,
+    kernel: tuple[int, int],
+    max_elems: int,
+) -> torch.Tensor:
+    """grid_sample formulation (CUDA, odd group counts): sampled keys and values per row band, then the softmax."""
+    bt, cq, h, w = q.shape
+    b = kv.shape[0]
+    ckv = kv.shape[2]
+    taps = kernel[0] * kernel[1]
     d = cq // heads
     cg = ckv // groups
     # sources: query frame i, slot n reads kv frame (i + n) % clip -> batch (b, i, n, group) of cg channels
@@ -138,6 +191,95 @@ def deform_attn(
     return out.view(bt, cq, h, w)
 
 
+def _deform_attn_gather(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    offset: torch.Tensor,
+    heads: int,
+    groups: int,
+    clip: int,
+    kernel: tuple[int, int],
+    max_elems: int,
+) -> torch.Tensor:
+    """CPU formulation: bilinear sampling as weighted row gathers (``embedding_bag``) from channels-last kv.
+
+    grid_sample on CPU reads one channel plane at a time (~4 ns per sampled value); gathering whole channel rows
+    of the (pixel, channel) table is ~10x cheaper per value. Keys are sampled per (pixel, sample, key group) and
+    dotted with q; the values are never materialised: one bag per (pixel, value block) sums clip * taps * 4
+    table rows weighted by attention x bilinear weight. Pixels run in chunks of ``max_elems`` column elements.
+    """
+    bt, cq, h, w = q.shape
+    ckv = kv.shape[2]
+    kh, kw = kernel
+    taps = kh * kw
+    samples = clip * taps
+    d = cq // heads
+    cg = ckv // groups
+    kg, vg = groups // 2, groups - groups // 2  # offset groups holding keys, values
+    rv = math.gcd(cg, d)  # value row: inside one group and one head
+    per_group = cg // rv
+    rows_per_px = ckv // rv
+    dev, dt = q.device, q.dtype
+    table = kv.permute(0, 1, 3, 4, 2).contiguous()  # (b, clip, H, W, 2C'); free for channels-last kv
+    key_rows, value_rows = table.view(-1, cg), table.view(-1, rv)
+    itype = torch.int32 if value_rows.shape[0] < 2**31 else torch.int64
+    ql = (q.permute(0, 2, 3, 1) * d**-0.5).contiguous().view(bt, h * w, heads, d)
+    off = offset.reshape(bt, clip, groups, taps, 2, h * w)
+    # query frame i of clip c reads kv frame (i + n) % clip in slot n: first pixel row of that frame in the table
+    bi = torch.arange(bt, device=dev).view(-1, 1)
+    frame = bi - bi % clip + (bi % clip + torch.arange(clip, device=dev)) % clip
+    frame_px = (frame * (h * w)).to(itype).view(bt, clip, 1, 1, 1)
+    tap_y = (torch.arange(kh, device=dev, dtype=dt) - kh // 2).repeat_interleave(kw).view(1, 1, 1, taps, 1)
+    tap_x = (torch.arange(kw, device=dev, dtype=dt) - kw // 2).repeat(kh).view(1, 1, 1, taps, 1)
+    key_id = torch.arange(kg, device=dev, dtype=itype).view(1, 1, kg, 1, 1)
+    value_id = (cq // rv + torch.arange(vg * per_group, device=dev, dtype=itype)).view(1, 1, vg, per_group, 1, 1)
+    block_head = torch.arange(cq // rv, device=dev) * rv // d
+    chunk = max(1, min(h * w, max_elems // (bt * samples * ckv)))
+    out = q.new_empty(bt, h * w, cq) if chunk < h * w else None
+    for p0 in range(0, h * w, chunk):
+        p1 = min(h * w, p0 + chunk)
+        n = p1 - p0
+        pix = torch.arange(p0, p1, device=dev)
+        py = off[..., 0, p0:p1] + (pix // w).to(dt) + tap_y  # (bt, clip, groups, taps, n)
+        px = off[..., 1, p0:p1] + (pix % w).to(dt) + tap_x
+        y0, x0 = py.floor(), px.floor()
+        fy, fx = py.sub_(y0), px.sub_(x0)
+        wy = (fy.neg().add_(1).mul_((y0 >= 0) & (y0 <= h - 1)), fy.mul_((y0 >= -1) & (y0 <= h - 2)))
+        wx = (fx.neg().add_(1).mul_((x0 >= 0) & (x0 <= w - 1)), fx.mul_((x0 >= -1) & (x0 <= w - 2)))
+        ry = (y0.clamp(0, h - 1).to(itype).mul_(w).add_(frame_px), y0.add_(1).clamp_(0, h - 1).to(itype).mul_(w))
+        ry[1].add_(frame_px)
+        cx = (x0.clamp(0, w - 1).to(itype), x0.add_(1).clamp_(0, w - 1).to(itype))
+        # key bags (bt, n, clip, taps, kg) x 4 corners; value bags (bt, n, vg, per_group) x (clip, taps, 4)
+        ik = torch.empty(bt, n, clip, taps, kg, 4, dtype=itype, device=dev)
+        wk = torch.empty(bt, n, clip, taps, kg, 4, dtype=dt, device=dev)
+        iv = torch.empty(bt, n, vg, per_group, clip, taps, 4, dtype=itype, device=dev)
+        wg = torch.empty(bt, n, vg, 1, clip, taps, 4, dtype=dt, device=dev)
+        ikv, wkv = ik.permute(0, 2, 4, 3, 1, 5), wk.permute(0, 2, 4, 3, 1, 5)
+        ivv, wgv = iv.permute(0, 4, 2, 3, 5, 1, 6), wg.permute(0, 4, 2, 3, 5, 1, 6)
+        for c in range(4):
+            a, e = divmod(c, 2)
+            pc = ry[a] + cx[e]  # table pixel of corner c
+            torch.add(key_id, pc[:, :, :kg], alpha=groups, out=ikv[..., c])
+            torch.add(value_id, pc[:, :, kg:, None], alpha=rows_per_px, out=ivv[..., c])
+            torch.mul(wy[a][:, :, :kg], wx[e][:, :, :kg], out=wkv[..., c])
+            torch.mul(wy[a][:, :, kg:, None], wx[e][:, :, kg:, None], out=wgv[..., c])
+        keys = F.embedding_bag(ik.view(-1, 4), key_rows, per_sample_weights=wk.view(-1, 4), mode="sum")
+        logits = keys.view(bt, n, samples, heads, d).mul_(ql[:, p0:p1, None]).sum(-1)
+        attn = logits.softmax(dim=2)  # (bt, n, samples, heads)
+        if rv != d:
+            attn = attn.index_select(3, block_head)  # one column per value block
+        wv = torch.empty_like(iv, dtype=dt)
+        torch.mul(wg, attn.view(bt, n, clip, taps, vg, per_group).permute(0, 1, 4, 5, 2, 3).unsqueeze(-1), out=wv)
+        ob = F.embedding_bag(
+            iv.view(-1, samples * 4), value_rows, per_sample_weights=wv.view(-1, samples * 4), mode="sum"
+        )
+        if out is None:
+            return ob.view(bt, h, w, cq).permute(0, 3, 1, 2)
+        out[:, p0:p1] = ob.view(bt, n, cq)
+    assert out is not None
+    return out.view(bt, h, w, cq).permute(0, 3, 1, 2)
+
+
 class GuidedDeformAttnPack(nn.Module):
     """RVRT's alignment module: offsets from features and warped features, then guided deformable attention.
 
@@ -165,10 +307,10 @@ class GuidedDeformAttnPack(nn.Module):
         self.max_elems = _DEFAULT_MAX_ELEMS
         taps = kernel[0] * kernel[1]
         hidden = 64
-        layers: list[nn.Module] = [nn.Conv3d(channels * (1 + clip) + clip * 2, hidden, kernel_size=(1, 1, 1))]
+        layers: list[nn.Module] = [FrameConv3d(channels * (1 + clip) + clip * 2, hidden, kernel_size=(1, 1, 1))]
         for _ in range(4):
-            layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv3d(hidden, hidden, (1, 3, 3), padding=(0, 1, 1))]
-        layers += [nn.LeakyReLU(0.1, inplace=True), nn.Conv3d(hidden, clip * groups * taps * 2, (1, 1, 1))]
+            layers += [nn.LeakyReLU(0.1, inplace=True), FrameConv3d(hidden, hidden, (1, 3, 3), padding=(0, 1, 1))]
+        layers += [nn.LeakyReLU(0.1, inplace=True), FrameConv3d(hidden, clip * groups * taps * 2, (1, 1, 1))]
         self.conv_offset = nn.Sequential(*layers)
         proj = channels * 2
         self.proj_channels = proj
@@ -195,31 +337,29 @@ class GuidedDeformAttnPack(nn.Module):
         b, t, _, h, w = q.shape
         x = torch.cat([q, *warped, *flows], 2).transpose(1, 2)
         o = torch.tanh(self.conv_offset(x).transpose(1, 2)) * self.max_residue_magnitude
-        off1, off2 = torch.chunk(o, 2, dim=2)
-        reps = off1.shape[2] // 2
-        off1 = off1 + flows[0].flip(2).repeat(1, 1, reps, 1, 1)
-        off2 = off2 + flows[1].flip(2).repeat(1, 1, reps, 1, 1)
-        offset = torch.cat([off1, off2], dim=2).flatten(0, 1)
-        qp = self.proj_q[1](q.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
+        # residues + flow (dy, dx) broadcast over the groups x taps pairs of each slot: (b, t, slot, pairs, 2, h, w)
+        guide = torch.stack(flows, 2).flip(3).unsqueeze(3)
+        off = o.view(b, t, 2, -1, 2, h, w) + guide
+        # projections stay channels-last: deform_attn reads them without copies and returns channels-last on CPU
+        qp = self.proj_q[1](q.permute(0, 1, 3, 4, 2))
         kp = self.proj_k[1](k.permute(0, 1, 3, 4, 2))
         vp = self.proj_v[1](v.permute(0, 1, 3, 4, 2))
-        kv = torch.cat([kp, vp], dim=-1).permute(0, 1, 4, 2, 3)
+        kv = torch.cat([kp, vp], dim=-1)
         out = deform_attn(
-            qp.reshape(b * t, self.proj_channels, h, w),
-            kv,
-            offset,
+            qp.flatten(0, 1).permute(0, 3, 1, 2),
+            kv.permute(0, 1, 4, 2, 3),
+            off.view(b * t, -1, h, w),
             heads=self.heads,
             groups=self.groups,
             clip=self.clip,
             kernel=self.kernel,
             max_elems=self.max_elems,
         )
-        y = self.proj[1](out.view(b, t, self.proj_channels, h, w).permute(0, 1, 3, 4, 2))
+        y = self.proj[1](out.permute(0, 2, 3, 1).reshape(b, t, h, w, self.proj_channels))
         y = y + self.mlp[1](y)
         y = y.permute(0, 1, 4, 2, 3)
         if not return_flows:
             return y, None, None
-        c = off1.shape[2]
-        f1 = off1.view(b, t, c // 2, 2, h, w).mean(2).flip(2)
-        f2 = off2.view(b, t, c // 2, 2, h, w).mean(2).flip(2)
+        f1 = off[:, :, 0].mean(2).flip(2)
+        f2 = off[:, :, 1].mean(2).flip(2)
         return y, f1, f2
