@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/rvrt.py                                  # 320x180, 4 frames, sr and dn
     .venv/bin/python benchmarks/rvrt.py --models sr --frames 4 --size 320x180 --settings a,b,e
-    .venv/bin/python benchmarks/rvrt.py --quick                          # 160x96, 4 frames: a smoke run
+    .venv/bin/python benchmarks/rvrt.py --quick                          # 192x144, 4 frames: a smoke run
+    .venv/bin/python benchmarks/rvrt.py --baseline e06d52d --models dn --size 192x144 --settings a,d,e --rounds 2
 
 Models (official hyper-parameters, default init, random weights; cost does not depend on the values):
   sr  001/002/003 video SR x4: embed 144, groups [1]*6 (input = LR frames, output x4)
@@ -18,14 +19,22 @@ Breakdown (wall time inside): GDA = the four alignment modules (offset convs + d
 attention = the attention seam calls of every STL, flow = SpyNet, rest = everything else. With 2 frames (one clip)
 no alignment runs; use >= 4 frames. Settings run interleaved; each figure is the minimum over --reps forwards.
 Results are appended to benchmarks/results/rvrt.md.
+
+A/B mode (``--baseline REV [--new REV2]``): the package of git revision REV (and REV2) is extracted with
+``git archive`` to a temporary folder; this script then runs alternately on REV and on REV2 (default: the working
+tree), one fresh single-thread child per version and round, same models, inputs and settings; figures are minima
+over rounds. Wall and process CPU time are both reported: on a shared machine CPU time is the steadier one.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -36,7 +45,9 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# --code-root DIR (A/B children): import vsnystra from DIR instead of this checkout
+_CODE_ROOT = sys.argv[sys.argv.index("--code-root") + 1] if "--code-root" in sys.argv else str(ROOT)
+sys.path.insert(0, _CODE_ROOT)
 
 import vsnystra.archs.rvrt_blocks as blocks  # noqa: E402
 from vsnystra.archs.patch import patch_attention  # noqa: E402
@@ -112,15 +123,107 @@ def run(model: torch.nn.Module, x: torch.Tensor, reps: int) -> dict[str, float]:
         timers = Timers()
         handles = timers.hook(model)
         with timers.seam(), torch.no_grad():
+            c0 = time.process_time()
             t0 = time.perf_counter()
             model(x)
             total = time.perf_counter() - t0
+            cpu = time.process_time() - c0
         for h in handles:
             h.remove()
         if not best or total < best["total"]:
             best = {"total": total, **timers.t}
+        best["cpu"] = min(cpu, best.get("cpu", cpu))
     best["rest"] = best["total"] - sum(best.get(k, 0.0) for k in ("gda", "attn", "flow"))
     return best
+
+
+def measure(models: list[str], keys: list[str], w: int, h: int, frames: int, reps: int) -> dict[str, Any]:
+    """{model: {setting: timings}} for the code on sys.path (one process, settings interleaved per model)."""
+    out: dict[str, Any] = {}
+    for kind in models:
+        model = make_model(kind)
+        c = 4 if kind == "dn" else 3
+        g = torch.Generator().manual_seed(1)
+        x = torch.rand(1, frames, c, h, w, generator=g)
+        res: dict[str, dict[str, float]] = {}
+        for key in keys:
+            _, spec, patch = SETTINGS[key]
+            patch_attention(model, spec, **patch)
+            res[key] = run(model, x, reps)
+            r = res[key]
+            print(f"{kind} {key}: {r['total'] / frames:.2f} s/frame {dict((k, round(v, 2)) for k, v in r.items())}")
+        out[kind] = res
+    return out
+
+
+def ab_compare(args: argparse.Namespace, w: int, h: int) -> str:
+    """Alternate children on REV's package and on the working tree; markdown table of minima over rounds."""
+    rev = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    cur = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", args.new or "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "vsnystra"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    new_label = cur if args.new else f"{cur}{' + uncommitted changes' if dirty else ''}"
+    best: dict[str, dict[str, dict[str, dict[str, float]]]] = {"old": {}, "new": {}}
+    with tempfile.TemporaryDirectory(prefix="rvrt_ab_") as tmp:
+        roots = {"old": os.path.join(tmp, "old"), "new": os.path.join(tmp, "new") if args.new else str(ROOT)}
+        for version, r in (("old", rev), ("new", args.new)):
+            if r:
+                archive = subprocess.run(
+                    ["git", "-C", str(ROOT), "archive", r, "vsnystra"], check=True, capture_output=True
+                ).stdout
+                os.makedirs(roots[version])
+                subprocess.run(["tar", "-x", "-C", roots[version]], input=archive, check=True)
+        for rnd in range(args.rounds):
+            for version, root in roots.items():
+                cmd = [sys.executable, __file__, "--code-root", root, "--json", "--no-write", "--models", args.models]
+                cmd += ["--settings", args.settings, "--size", f"{w}x{h}", "--frames", str(args.frames)]
+                cmd += ["--reps", str(args.reps)]
+                env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+                proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+                data = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"round {rnd} {version}: " + json.dumps(data), file=sys.stderr)
+                for kind, res in data.items():
+                    for key, r in res.items():
+                        slot = best[version].setdefault(kind, {}).setdefault(key, {})
+                        for m in ("total", "cpu"):
+                            slot[m] = min(r[m], slot.get(m, r[m]))
+                        if "gda" in r and r["total"] <= slot["total"]:
+                            slot.update({k: r[k] for k in ("gda", "attn", "flow", "rest") if k in r})
+    lines = [
+        f"\n## RVRT A/B: {rev} (old) vs {new_label} (new), {w}x{h} input, {args.frames} frames, 1 thread per child, "
+        f"{args.rounds} rounds, {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}\n",
+        f"Command: `{' '.join(['.venv/bin/python', *sys.argv])}`\n",
+        "| model | setting | old s/frame (wall) | new s/frame (wall) | new vs old (wall) | old CPU s/frame | "
+        "new CPU s/frame | new vs old (CPU) | new: GDA | attn | flow | rest |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes: list[str] = []
+    for kind in best["new"]:
+        for key in best["new"][kind]:
+            o, n = best["old"][kind][key], best["new"][kind][key]
+            share = [f"{100 * n.get(k, 0.0) / n['total']:.0f}%" for k in ("gda", "attn", "flow", "rest")]
+            per = [o["total"], n["total"], o["cpu"], n["cpu"]]
+            old_w, new_w, old_c, new_c = (f"{v / args.frames:.2f}" for v in per)
+            lines.append(
+                f"| {kind} | {key}: {SETTINGS[key][0]} | {old_w} | {new_w} | {per[0] / per[1]:.2f}x | {old_c} "
+                f"| {new_c} | {per[2] / per[3]:.2f}x | " + " | ".join(share) + " |"
+            )
+        for a, b_ in (("d", "e"), ("a", "e"), ("f", "e")):
+            if a in best["new"][kind] and b_ in best["new"][kind]:
+                ratios = []
+                for version in ("old", "new"):
+                    r = best[version][kind]
+                    ratios.append(
+                        f"{version} {r[a]['total'] / r[b_]['total']:.2f}x (CPU {r[a]['cpu'] / r[b_]['cpu']:.2f}x)"
+                    )
+                notes.append(f"{kind}: {b_} vs {a} (baseline {a}: {SETTINGS[a][0]}): " + ", ".join(ratios))
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
 
 
 def main() -> None:
@@ -130,11 +233,26 @@ def main() -> None:
     ap.add_argument("--size", default="320x180", help="input WxH (LR for sr)")
     ap.add_argument("--frames", type=int, default=4)
     ap.add_argument("--reps", type=int, default=1)
-    ap.add_argument("--quick", action="store_true", help="160x96, 4 frames")
+    ap.add_argument("--quick", action="store_true", help="192x144, 4 frames")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--baseline", help="git revision to compare against (A/B mode, see above)")
+    ap.add_argument("--new", help="A/B mode: git revision for the new side (default: the working tree)")
+    ap.add_argument("--rounds", type=int, default=2, help="A/B mode: alternations old/new")
+    ap.add_argument("--code-root", help=argparse.SUPPRESS)
+    ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    w, h = (160, 96) if args.quick else map(int, args.size.lower().split("x"))
+    w, h = (192, 144) if args.quick else map(int, args.size.lower().split("x"))
     keys = args.settings.split(",")
+    if args.json:
+        print(json.dumps(measure(args.models.split(","), keys, w, h, args.frames, args.reps)))
+        return
+    if args.baseline:
+        text = ab_compare(args, w, h)
+        print(text)
+        if not args.no_write:
+            with RESULTS.open("a") as f:
+                f.write(text)
+        return
     lines = [
         f"\n## RVRT, {w}x{h} input, {args.frames} frames, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -144,20 +262,8 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     notes: list[str] = []
-    for kind in args.models.split(","):
-        model = make_model(kind)
-        c = 4 if kind == "dn" else 3
-        g = torch.Generator().manual_seed(1)
-        x = torch.rand(1, args.frames, c, h, w, generator=g)
-        res: dict[str, dict[str, float]] = {}
-        for key in keys:
-            _, spec, patch = SETTINGS[key]
-            patch_attention(model, spec, **patch)
-            res[key] = run(model, x, args.reps)
-            r = res[key]
-            print(
-                f"{kind} {key}: {r['total'] / args.frames:.2f} s/frame {dict((k, round(v, 2)) for k, v in r.items())}"
-            )
+    measured = measure(args.models.split(","), keys, w, h, args.frames, args.reps)
+    for kind, res in measured.items():
         for key in keys:
             r = res[key]
             ratio = {k: res[k]["attn"] / r["attn"] for k in ("d", "f") if k in res and r.get("attn")}
