@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -259,6 +260,16 @@ class Upsample4(nn.Sequential):
             ]
         layers.append(FrameConv3d(feat, feat, kernel_size=(1, 3, 3), padding=(0, 1, 1)))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Same layers, run on channels-last frames: CPU pixel_shuffle is ~8x faster there than on NCHW."""
+        n, c, t, h, w = x.shape
+        y = x.transpose(1, 2).reshape(n * t, c, h, w).contiguous(memory_format=torch.channels_last)
+        for i in (0, 5):
+            y = cast(FrameConv3d, self[i]).frames(y)
+            y = F.leaky_relu(F.pixel_shuffle(y, 2), cast(nn.LeakyReLU, self[i + 4]).negative_slope, inplace=True)
+        y = cast(FrameConv3d, self[10]).frames(y)
+        return y.view(n, t, *y.shape[1:]).transpose(1, 2)
 
 
 def iter_stls(modules: Sequence[nn.Module]) -> list[STL]:

@@ -59,11 +59,13 @@ class FrameConv3d(nn.Conv3d):
             return super().forward(x)
         n, c, t, h, w = x.shape
         # (n, c, t, h, w) is usually a transposed view of (n, t, c, h, w): then this reshape is free
-        frames = x.transpose(1, 2).reshape(n * t, c, h, w)
-        y = F.conv2d(
-            frames, self.weight[:, :, 0], self.bias, self.stride[1:], self.padding[1:], self.dilation[1:], self.groups
-        )
+        y = self.frames(x.transpose(1, 2).reshape(n * t, c, h, w))
         return y.view(n, t, *y.shape[1:]).transpose(1, 2)
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution on (N, C, H, W) frames (temporal kernel 1, zero padding)."""
+        pad = self.padding[1:] if not isinstance(self.padding, str) else self.padding
+        return F.conv2d(x, self.weight[:, :, 0], self.bias, self.stride[1:], pad, self.dilation[1:], self.groups)
 
 
 class Mlp(nn.Module):
