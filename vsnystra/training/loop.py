@@ -24,6 +24,7 @@ from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_i
 from vsnystra.training.degrade import add_gaussian_noise
 from vsnystra.training.gda import differentiable_gda
 from vsnystra.training.presets import Preset, model_class
+from vsnystra.training.rvrt_init import space_to_depth_start, supports_space_to_depth
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,8 @@ def build_model(preset: Preset, seed: int) -> nn.Module:
         model = cls(**preset.kwargs)
     if preset.arch == "rvrt":
         identity_spynet(model)
+        if preset.task == "video_denoise" and supports_space_to_depth(model):
+            space_to_depth_start(model)
     if preset.arch == "swinir" and preset.kwargs.get("upsampler") == "pixelshuffle" and preset.scale == 2:
         bilinear_start(model)
     if preset.arch == "uformer":

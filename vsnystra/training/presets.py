@@ -104,7 +104,7 @@ PRESETS: dict[str, Preset] = {
             "depths": [2, 2, 2],
             "embed_dims": [48, 48, 48],
             "num_heads": [6, 6, 6],
-            "inputconv_groups": [1, 3, 4, 6, 8, 4],
+            "inputconv_groups": [1, 3, 4, 6, 8, 1],  # reconstruction sees every shallow channel (rvrt_init)
             "deformable_groups": 12,
             "attention_heads": 12,
             "attention_window": [3, 3],
