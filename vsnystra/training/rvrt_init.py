@@ -64,7 +64,8 @@ def supports_space_to_depth(model: nn.Module) -> bool:
     fe: Any = getattr(m, "feat_extract", None)
     if not isinstance(fe, nn.Sequential):
         return False
-    return int(fe[1].weight.shape[0]) == 48 and int(m.reconstruction.main[1].groups) == 1
+    first: Any = fe[1]
+    return int(first.weight.shape[0]) == 48 and int(m.reconstruction.main[1].groups) == 1
 
 
 def space_to_depth_start(model: nn.Module, alpha: float = 0.5, eps: float = 0.02) -> None:
