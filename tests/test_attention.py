@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from vsnystra.attention import Exact, Naive, PnPNystra, attention
 from vsnystra.attention.grid import closest_square_factors, landmark_grid, mask_labels, segment_matrix
-from vsnystra.attention.nystra import _guard_rows, iterative_pinv, paper_attention
+from vsnystra.attention.nystra import _guard_rows, _rows_ok, iterative_pinv, paper_attention
 from vsnystra.attention.policy import nystrom_pays
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -359,13 +359,31 @@ def test_guard_recomputes_broken_rows_exactly() -> None:
     qs = q * 0.25
     exact = attention(q, k, v, scale=0.25, bias=bias, mask=mask)
     out = torch.zeros_like(exact)
-    den = torch.ones(*exact.shape[:3])
-    den[1, 0, 5] = -3.0
-    den[2, 1, 7] = float("nan")
-    _guard_rows(out, den, qs, k, v, bias, mask, mask.shape[0])
+    good = torch.ones(*exact.shape[:3], dtype=torch.bool)
+    good[1, 0, 5] = False
+    good[2, 1, 7] = False
+    _guard_rows(out, good, qs, k, v, bias, mask, mask.shape[0])
     assert torch.allclose(out[1, 0, 5], exact[1, 0, 5], atol=1e-6)
     assert torch.allclose(out[2, 1, 7], exact[2, 1, 7], atol=1e-6)
     assert out[0].abs().max() == 0  # healthy rows untouched
+
+
+def test_guard_flags_bad_denominators_and_outputs_beyond_the_value_bound() -> None:
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(3, 2, 16, 4, generator=g) - 0.5  # max|v| <= 0.5 per (window, head)
+    out = (torch.rand(3, 2, 16, 4, generator=g) - 0.5) * 0.9
+    den = torch.rand(3, 2, 16, generator=g) + 0.1
+    assert _rows_ok(out, den, v) is True  # healthy chunk: the fast flat test passes
+    vmax = v.abs().flatten(2).amax(-1)
+    den[1, 0, 5] = -3.0
+    den[2, 1, 7] = float("nan")
+    out[0, 1, 3, 2] = 2.01 * float(vmax[0, 1])
+    out[2, 0, 9, 0] = -2.01 * float(vmax[2, 0])
+    out[1, 1, 0, 1] = 1.99 * float(vmax[1, 1])  # within the bound: the method's ordinary error, kept
+    good = _rows_ok(out, den, v)
+    assert isinstance(good, torch.Tensor)
+    bad = {tuple(i) for i in torch.nonzero(~good).tolist()}
+    assert bad == {(1, 0, 5), (2, 1, 7), (0, 1, 3), (2, 0, 9)}
 
 
 def test_guard_end_to_end_on_sharp_logits() -> None:

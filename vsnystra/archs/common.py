@@ -227,3 +227,16 @@ class BlockSequence(nn.Module):
         for blk in self.blocks:
             x = blk(x, size)
         return x
+
+
+def tokens_to_image(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H·W, C) tokens as a (B, C, H, W) image without a copy: the view is channels-last, which convolutions
+    accept directly (oneDNN's channels-last kernels; the output is channels-last too)."""
+    b, _, c = x.shape
+    return x.view(b, size[0], size[1], c).permute(0, 3, 1, 2)
+
+
+def image_to_tokens(y: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> contiguous (B, H·W, C) tokens: a view for a channels-last image, else one copy."""
+    b, c = y.shape[:2]
+    return y.permute(0, 2, 3, 1).reshape(b, -1, c)

@@ -21,8 +21,10 @@ from vsnystra.archs.common import (
     MaskCache,
     RelativeBiasCache,
     clamp_window,
+    image_to_tokens,
     relative_position_index,
     shift_mask,
+    tokens_to_image,
 )
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
@@ -169,9 +171,8 @@ class RSTB(nn.Module):
         self.conv = _resi_conv(dim, resi_connection)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        b, _, c = x.shape
-        y = self.residual_group(x, size).transpose(1, 2).reshape(b, c, *size)
-        return x + self.conv(y).flatten(2).transpose(1, 2)  # x first: the sum keeps the contiguous token layout
+        y = tokens_to_image(self.residual_group(x, size), size)
+        return x + image_to_tokens(self.conv(y))
 
 
 class PatchEmbed(nn.Module):
@@ -182,7 +183,7 @@ class PatchEmbed(nn.Module):
         self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.flatten(2).transpose(1, 2).contiguous())
+        return self.norm(image_to_tokens(x))
 
 
 class SwinIR(nn.Module):
@@ -267,11 +268,11 @@ class SwinIR(nn.Module):
         self.pad_multiple = size if enlarged else clamp_window(self.img_size, size, False)[0]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        h, w = x.shape[-2:]
         y = self.patch_embed(x)
         for layer in self.layers:
             y = layer(y, (h, w))
-        return self.norm(y).transpose(1, 2).reshape(b, c, h, w)
+        return tokens_to_image(self.norm(y), (h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

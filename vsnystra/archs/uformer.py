@@ -22,7 +22,9 @@ from vsnystra.archs.common import (
     MaskCache,
     RelativeBiasCache,
     clamp_window,
+    image_to_tokens,
     relative_position_index,
+    tokens_to_image,
 )
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
@@ -135,10 +137,8 @@ class LeFF(nn.Module):
         self.linear2 = nn.Sequential(nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        b, _, _ = x.shape
-        y = self.linear1(x)
-        y = self.dwconv(y.transpose(1, 2).reshape(b, -1, *size))
-        return self.linear2(y.flatten(2).transpose(1, 2))
+        y = self.dwconv(tokens_to_image(self.linear1(x), size))
+        return self.linear2(image_to_tokens(y))
 
 
 class Mlp(nn.Module):
@@ -255,9 +255,7 @@ class _ConvWrap(nn.Module):
         self._name = name
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        b, _, c = x.shape
-        y = getattr(self, self._name)(x.transpose(1, 2).reshape(b, c, *size))
-        return y.flatten(2).transpose(1, 2).contiguous()  # tokens contiguous, as upstream
+        return image_to_tokens(getattr(self, self._name)(tokens_to_image(x, size)))
 
 
 class InputProj(nn.Module):
@@ -266,7 +264,7 @@ class InputProj(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.LeakyReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x).flatten(2).transpose(1, 2).contiguous()
+        return image_to_tokens(self.proj(x))
 
 
 class OutputProj(nn.Module):
@@ -275,8 +273,7 @@ class OutputProj(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        b, _, c = x.shape
-        return self.proj(x.transpose(1, 2).reshape(b, c, *size))
+        return self.proj(tokens_to_image(x, size)).contiguous()
 
 
 class Uformer(nn.Module):
