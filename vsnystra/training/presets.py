@@ -113,8 +113,8 @@ PRESETS: dict[str, Preset] = {
         patch=96,
         batch=2,
         frames=4,
-        lr=5e-4,
-        warmup=100,
+        lr=2e-4,  # higher rates tear the space-to-depth start apart within 50 steps (rvrt_init)
+        warmup=50,
         freeze=("spynet.",),
         zero_flow=True,
     ),
