@@ -30,7 +30,9 @@ NOTES = {
         "LR = MATLAB-compatible bicubic /2 (antialiased, 8-bit rounding after each pass; bit-exact against the Set5 "
         "LR files), 12 evenly spaced frames per DAVIS sequence plus the Urban100 images. Initialised as a bilinear "
         "upscaler (six feature channels carry the image through a bilinear PixelShuffle kernel, the body enters "
-        "through a zeroed conv_after_body), so training learns a residual over bilinear."
+        "through a zeroed conv_after_body), so training learns a residual over bilinear. Trained in two legs: 330 "
+        "steps of a 330-step schedule, then resumed with a longer cosine schedule (a warm restart at the rate the "
+        "longer schedule has at step 330)."
     ),
     "uformer-denoise-small": (
         "Blind colour Gaussian denoiser: sigma ~ U[0, 50] per patch (0-255 scale), noise not clipped. "
@@ -39,13 +41,16 @@ NOTES = {
     "rvrt-denoise-small": (
         "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map, sigma ~ U[0, 50] per clip. "
         "SpyNet could not be pretrained here (no optical-flow data or weights): its last convolution per level is "
-        "zeroed and it is frozen, so it predicts zero flow and the guided deformable attention learns its own "
-        "offsets. SpyNet weights are stored (official layout) but carry no information. "
-        "num_blocks [1, 1, 1] instead of the official [1, 2, 1] to keep the int64 index buffers small. "
-        "KNOWN DEFECT: after 130 steps (and in a later 160-step continuation at a higher learning rate, not shipped) "
-        "the network's residual collapsed to ~0 (mean |output - input| ~ 0.0008): this checkpoint returns the noisy "
-        "input nearly unchanged (see the Vid4 rows). It loads and runs like an official checkpoint, nothing more; "
-        "it needs a real training run (GPU, thousands of steps)."
+        "zeroed and it is frozen, so it predicts exactly zero flow (training skips it, which is exact) and the "
+        "guided deformable attention learns its own offsets. SpyNet weights are stored (official layout) but carry "
+        "no information. num_blocks [1, 1, 1] (official [1, 2, 1]) and an ungrouped reconstruction input "
+        "convolution (inputconv_groups[5] = 1; official 4). Start point (vsnystra/training/rvrt_init.py): the two "
+        "stride-2 convolutions are an exact 4x4 space-to-depth into the 48 channels, the LayerNorms are kept "
+        "near-linear by a +-3 anchor pattern, every residual transformer block starts as the identity and the "
+        "upsampler inverts the space-to-depth, so the untrained network is already a box-filter blend "
+        "x - 0.5 (x - blockmean4x4(x)) (+4.4 dB at sigma 20 on a DAVIS crop); from the stock initialisation "
+        "every earlier CPU run stayed at output = input (the features live at 1/4 resolution and carry no "
+        "full-resolution detail until learned)."
     ),
 }
 
