@@ -48,7 +48,7 @@ NOTES = {
         "stride-2 convolutions are an exact 4x4 space-to-depth into the 48 channels, the LayerNorms are kept "
         "near-linear by a +-3 anchor pattern, every residual transformer block starts as the identity and the "
         "upsampler inverts the space-to-depth, so the untrained network is already a box-filter blend "
-        "x - 0.5 (x - blockmean4x4(x)) (+4.4 dB at sigma 20 on a DAVIS crop); from the stock initialisation "
+        "x - 0.5 (x - blockmean4x4(x)) (22.1 -> 27.2 dB at sigma 20 on a 128 px DAVIS training crop); from the stock initialisation "
         "every earlier CPU run stayed at output = input (the features live at 1/4 resolution and carry no "
         "full-resolution detail until learned)."
     ),
