@@ -160,3 +160,21 @@ def test_rvrt_forward_runs_no_slow_conv3d() -> None:
     names = {e.key for e in prof.key_averages()}
     assert "aten::slow_conv3d_forward" not in names
     assert "aten::_embedding_bag_forward_only" in names or "aten::_embedding_bag" in names  # the gather GDA ran
+
+
+@pytest.mark.parametrize(("b", "ss"), [(1, (1, 4, 4)), (2, (0, 4, 3)), (1, (0, 0, 32))])
+def test_token_order_is_roll_then_partition(b: int, ss: tuple[int, int, int]) -> None:
+    """The fused shift + window partition gather equals torch.roll + window_partition, and its inverse undoes it."""
+    from vsnystra.archs.rvrt_blocks import token_order, window_partition, window_reverse
+
+    d, h, w, c = 2, 16, 64 if ss[2] == 32 else 24, 3
+    ws = (2, 8, 64) if ss[2] == 32 else (2, 8, 8)
+    x = torch.randn(b, d, h, w, c)
+    forward, inverse = token_order(b, d, h, w, ws, ss, x.device)
+    rolled = torch.roll(x, shifts=(-ss[0], -ss[1], -ss[2]), dims=(1, 2, 3))
+    ref = window_partition(rolled, ws)
+    got = x.reshape(-1, c).index_select(0, forward).view_as(ref)
+    assert torch.equal(got, ref)
+    back = torch.roll(window_reverse(ref, ws, b, d, h, w), shifts=ss, dims=(1, 2, 3))
+    assert torch.equal(ref.reshape(-1, c).index_select(0, inverse).view_as(x), back)
+    assert torch.equal(back, x)

@@ -71,6 +71,26 @@ def shift_mask(
     return _shift_mask_cpu(dp, hp, wp, ws, ss).to(device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=32)
+def _token_order_cpu(b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3) -> tuple[torch.Tensor, torch.Tensor]:
+    grid = torch.arange(b * dp * hp * wp).view(b, dp, hp, wp, 1)
+    forward = window_partition(torch.roll(grid, shifts=(-ss[0], -ss[1], -ss[2]), dims=(1, 2, 3)), ws).reshape(-1)
+    inverse = torch.empty_like(forward)
+    inverse[forward] = torch.arange(forward.numel())
+    return forward, inverse
+
+
+@functools.lru_cache(maxsize=16)
+def token_order(
+    b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward, inverse) row permutations of the (b * dp * hp * wp, C) tokens fusing the cyclic shift by -ss with
+    the window partition: ``tokens.index_select(0, forward)`` = roll + :func:`window_partition`, one row gather
+    instead of the ~4 full copies torch.roll and the permute make; ``inverse`` undoes both."""
+    forward, inverse = _token_order_cpu(b, dp, hp, wp, ws, ss)
+    return forward.to(device), inverse.to(device)
+
+
 def position_index(ws: Size3) -> torch.Tensor:
     """(N, N) index into the ((2Wd-1)(2Wh-1)(2Ww-1), nH) bias table for tokens in (frame, row, col) order."""
     coords = torch.stack(torch.meshgrid([torch.arange(s) for s in ws], indexing="ij")).flatten(1)
@@ -153,9 +173,12 @@ class STL(nn.Module):
             x = F.pad(x, (0, 0, 0, pw, 0, ph, 0, pd))
         dp, hp, wp = d + pd, h + ph, w + pw
         shifted = any(s > 0 for s in ss)
-        if shifted:
-            x = torch.roll(x, shifts=(-ss[0], -ss[1], -ss[2]), dims=(1, 2, 3))
-        windows = window_partition(x, ws)
+        order = token_order(b, dp, hp, wp, ws, ss, x.device) if shifted else None
+        if order is not None:
+            n = ws[0] * ws[1] * ws[2]
+            windows = x.reshape(-1, c).index_select(0, order[0]).view(-1, n, c)
+        else:
+            windows = window_partition(x, ws)
         bn, n, _ = windows.shape
         heads = self.attn.heads
         qkv = self.attn.qkv_self(windows).reshape(bn, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
@@ -169,9 +192,10 @@ class STL(nn.Module):
         grid = ws if bias is not None or mask is not None else None
         out = attention(qkv[0], qkv[1], qkv[2], scale=self.attn.scale, bias=bias, mask=mask, spec=spec, window=grid)
         out = self.attn.proj(out.transpose(1, 2).reshape(bn, n, c))
-        x = window_reverse(out, ws, b, dp, hp, wp)
-        if shifted:
-            x = torch.roll(x, shifts=ss, dims=(1, 2, 3))
+        if order is not None:
+            x = out.view(-1, c).index_select(0, order[1]).view(b, dp, hp, wp, c)
+        else:
+            x = window_reverse(out, ws, b, dp, hp, wp)
         if pd or ph or pw:
             x = x[:, :d, :h, :w, :]
         return x
