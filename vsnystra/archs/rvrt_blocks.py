@@ -71,7 +71,7 @@ def shift_mask(
     return _shift_mask_cpu(dp, hp, wp, ws, ss).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # a few geometries per video/tile size; each entry is 2 x 8 bytes per token
 def _token_order_cpu(b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3) -> tuple[torch.Tensor, torch.Tensor]:
     grid = torch.arange(b * dp * hp * wp).view(b, dp, hp, wp, 1)
     forward = window_partition(torch.roll(grid, shifts=(-ss[0], -ss[1], -ss[2]), dims=(1, 2, 3)), ws).reshape(-1)
@@ -80,7 +80,7 @@ def _token_order_cpu(b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3) ->
     return forward, inverse
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def token_order(
     b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
