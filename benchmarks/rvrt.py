@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/rvrt.py --models sr --frames 4 --size 320x180 --settings a,b,e
     .venv/bin/python benchmarks/rvrt.py --quick                          # 192x144, 4 frames: a smoke run
     .venv/bin/python benchmarks/rvrt.py --baseline e06d52d --models dn --size 192x144 --settings a,d,e --rounds 2
+    .venv/bin/python benchmarks/rvrt.py --gda --models dn,sr --size 256x256      # deformable attention alone
 
 Models (official hyper-parameters, default init, random weights; cost does not depend on the values):
   sr  001/002/003 video SR x4: embed 144, groups [1]*6 (input = LR frames, output x4)
@@ -156,6 +157,41 @@ def measure(models: list[str], keys: list[str], w: int, h: int, frames: int, rep
     return out
 
 
+def gda_compare(models: list[str], w: int, h: int, reps: int) -> str:
+    """Guided deformable attention alone at the feature size of each model: grid_sample vs gather formulation."""
+    from vsnystra.archs import rvrt_gda
+
+    lines = [
+        f"\n## RVRT GDA alone, {w}x{h} input, {torch.get_num_threads()} threads, process CPU time, min of {reps}, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}\n",
+        f"Command: `{' '.join(['.venv/bin/python', *sys.argv])}`\n",
+        "| model | features | C' | grid_sample (before) ms | gather (now) ms | speed-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    for kind in models:
+        cq, fh, fw = (288, h, w) if kind == "sr" else (384, h // 4, w // 4)
+        g = torch.Generator().manual_seed(0)
+        # channels-last q and kv, as GuidedDeformAttnPack passes them
+        q = torch.randn(2, fh, fw, cq, generator=g).permute(0, 3, 1, 2)
+        kv = torch.randn(1, 2, fh, fw, 2 * cq, generator=g).permute(0, 1, 4, 2, 3)
+        off = 3 * torch.randn(2, 2 * 12 * 9 * 2, fh, fw, generator=g)
+        times = {"grid": float("inf"), "gather": float("inf")}
+        for rnd in range(reps + 1):  # round 0 warms up; grid and gather alternate
+            for name in times:
+                t0 = time.process_time()
+                if name == "grid":
+                    rvrt_gda._deform_attn_grid(q, kv, off, 12, 12, 2, (3, 3), 1 << 26)
+                else:
+                    rvrt_gda.deform_attn(q, kv, off, heads=12, groups=12, clip=2)
+                if rnd > 0:
+                    times[name] = min(times[name], time.process_time() - t0)
+        lines.append(
+            f"| {kind} | {fw}x{fh} | {cq} | {1e3 * times['grid']:.0f} | {1e3 * times['gather']:.0f} "
+            f"| {times['grid'] / times['gather']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def ab_compare(args: argparse.Namespace, w: int, h: int) -> str:
     """Alternate children on REV's package and on the working tree; markdown table of minima over rounds."""
     rev = subprocess.run(
@@ -238,6 +274,7 @@ def main() -> None:
     ap.add_argument("--baseline", help="git revision to compare against (A/B mode, see above)")
     ap.add_argument("--new", help="A/B mode: git revision for the new side (default: the working tree)")
     ap.add_argument("--rounds", type=int, default=2, help="A/B mode: alternations old/new")
+    ap.add_argument("--gda", action="store_true", help="time the GDA alone: grid_sample vs gather formulation")
     ap.add_argument("--code-root", help=argparse.SUPPRESS)
     ap.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -246,8 +283,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(measure(args.models.split(","), keys, w, h, args.frames, args.reps)))
         return
-    if args.baseline:
-        text = ab_compare(args, w, h)
+    if args.gda or args.baseline:
+        text = gda_compare(args.models.split(","), w, h, max(args.reps, 3)) if args.gda else ab_compare(args, w, h)
         print(text)
         if not args.no_write:
             with RESULTS.open("a") as f:
