@@ -316,13 +316,18 @@ def test_killed_run_leaves_no_final_file_and_rerun_finishes(tmp_path: Path) -> N
     cmd = [sys.executable, "-m", "vsnystra", "-q", "restore", str(script), "-o", str(out), "--codec", "ffv1"]
     for sig in (signal.SIGTERM, signal.SIGKILL):
         proc = subprocess.Popen(cmd, env={**ENV, "VSN_TEST_FRAMES": "200000"}, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (out.is_dir() and not _no_partials(out)):
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        time.sleep(0.3)
-        proc.send_signal(sig)
-        rc = proc.wait(timeout=30)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not (out.is_dir() and not _no_partials(out)):
+                time.sleep(0.05)
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.3)
+            proc.send_signal(sig)
+            rc = proc.wait(timeout=60)
+        finally:  # a failed assertion must not leave a 200000-frame encode running after pytest exits
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         assert not (out / "long.mkv").exists()
         if sig == signal.SIGTERM:
             assert rc == 130 and _no_partials(out)  # cleaned up on a catchable signal
