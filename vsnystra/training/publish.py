@@ -36,7 +36,9 @@ NOTES = {
     ),
     "uformer-denoise-small": (
         "Blind colour Gaussian denoiser: sigma ~ U[0, 50] per patch (0-255 scale), noise not clipped. "
-        "img_size 128 (bottleneck not shifted, as the official test default). Square inputs, multiple of 128."
+        "img_size 128 (bottleneck not shifted, as the official test default). Square inputs, multiple of 128. "
+        "Trained in two legs: 420 steps of a 420-step schedule, then resumed on a longer cosine schedule (a warm "
+        "restart at the rate the longer schedule has at step 420)."
     ),
     "rvrt-denoise-small": (
         "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map, sigma ~ U[0, 50] per clip. "
@@ -48,9 +50,9 @@ NOTES = {
         "stride-2 convolutions are an exact 4x4 space-to-depth into the 48 channels, the LayerNorms are kept "
         "near-linear by a +-3 anchor pattern, every residual transformer block starts as the identity and the "
         "upsampler inverts the space-to-depth, so the untrained network is already a box-filter blend "
-        "x - 0.5 (x - blockmean4x4(x)) (22.1 -> 27.2 dB at sigma 20 on a 128 px DAVIS training crop); from the stock initialisation "
-        "every earlier CPU run stayed at output = input (the features live at 1/4 resolution and carry no "
-        "full-resolution detail until learned)."
+        "x - 0.5 (x - blockmean4x4(x)) (22.1 -> 27.2 dB at sigma 20 on a 128 px DAVIS training crop); from the "
+        "stock initialisation every earlier CPU run stayed at output = input (the features live at 1/4 "
+        "resolution and carry no full-resolution detail until learned)."
     ),
 }
 
