@@ -77,12 +77,6 @@ def test_uformer_default_denoises() -> None:
     assert psnr(out, clean) > psnr(noisy, clean) + 3.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rvrt-denoise-small is undertrained (a few hundred CPU steps): its residual collapsed to ~0, "
-    "so it returns the input nearly unchanged; see models/rvrt-denoise-small.md. strict: once a retrained "
-    "default denoises, this XPASSes and fails, so the marker must go",
-)
 def test_rvrt_default_denoises_the_sample_clip() -> None:
     from vsnystra.runtime.video import restore_video
     from vsnystra.sample import sample_frames
