@@ -68,13 +68,14 @@ def test_ramp_blend_beats_flat_average(swinir_x2: torch.nn.Module) -> None:
 @pytest.mark.parametrize(("tile", "overlap"), [((17, 23), 5), ((32, 32), 0), ((40, 9), 8)])
 def test_tiling_exact_for_a_local_operator(tile: tuple[int, int], overlap: int) -> None:
     """A per-pixel operator (nearest ×3 upscaling) must come out of the tiler unchanged: offsets, scale, weights."""
-    x = torch.rand(2, 3, 50, 61)
+    x = torch.rand(2, 3, 50, 61, generator=torch.Generator().manual_seed(0))
 
     def op(t: torch.Tensor) -> torch.Tensor:
         return F.interpolate(t * 2 - 0.3, scale_factor=3, mode="nearest")
 
     out = run_tiled(op, x, tile, overlap, 3)
-    torch.testing.assert_close(out, op(x), rtol=0, atol=1e-6)
+    # the cross-fade computes sum(w·v) / sum(w): equal up to fp32 rounding relative to |v| (values up to 1.7)
+    torch.testing.assert_close(out, op(x), rtol=2e-6, atol=1e-6)
 
 
 def test_tile_starts_cover_and_end_flush() -> None:
