@@ -155,11 +155,7 @@ def paper_attention(
     for s, e in _chunks(bn, nh * n * q_m.shape[2], q.device):
         kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
         ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold, ip)
-        vc = v[s:e].contiguous()
-        prod = (kl @ z[s:e]) @ (ku @ _with_ones(vc))
-        _normalise_into(out, s, e, prod, ip)
-        if spec.guard:
-            good[s:e] = _rows_ok(out[s:e], prod[..., -1], vc)
+        _chunk_output(out, good, s, e, kl @ z[s:e], ku, v, ip, spec.guard)
     if spec.guard:
         _guard_rows(out, good, qs, k, v, None, None, 1)
     return out.to(q.dtype)
@@ -258,11 +254,7 @@ def aware_attention(
             # zero across regions; multiplying after f avoids the slow exp(-inf) and denormal paths
             kl = _mul(kl, terms.window(terms.keep_l, w0, w1), ip)
             ku = _mul(ku, terms.window(terms.keep_u, w0, w1), ip)
-        vc = v[s:e].contiguous()
-        prod = (kl @ z[s:e]) @ (ku @ _with_ones(vc))
-        _normalise_into(out, s, e, prod, ip)
-        if spec.guard:
-            good[s:e] = _rows_ok(out[s:e], prod[..., -1], vc)
+        _chunk_output(out, good, s, e, kl @ z[s:e], ku, v, ip, spec.guard)
     if spec.guard:
         _guard_rows(out, good, qs, k, v, bias, mask, nw)
     return out.to(q.dtype)
@@ -274,6 +266,25 @@ def _buffers(v: torch.Tensor, guard: bool) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.empty(bn, nh, n, dv, dtype=v.dtype, device=v.device)
     good = torch.empty(bn, nh, n if guard else 0, dtype=torch.bool, device=v.device)
     return out, good
+
+
+def _chunk_output(
+    out: torch.Tensor,
+    good: torch.Tensor,
+    s: int,
+    e: int,
+    klz: torch.Tensor,
+    ku: torch.Tensor,
+    v: torch.Tensor,
+    inplace: bool,
+    guard: bool,
+) -> None:
+    """out[s:e] = (G_L Z)(G_U [V, 1]) normalised, and the guard's verdicts for those rows."""
+    vc = v[s:e].contiguous() if guard else v[s:e]  # the guard's flat |v| reduction wants it contiguous
+    prod = klz @ (ku @ _with_ones(vc))
+    _normalise_into(out, s, e, prod, inplace)
+    if guard:
+        good[s:e] = _rows_ok(out[s:e], prod[..., -1], vc)
 
 
 def _with_ones(v: torch.Tensor) -> torch.Tensor:
