@@ -234,3 +234,22 @@ def test_rvrt_denoiser_starts_as_a_box_filter_blend() -> None:
     mse_in = float(((noisy - clean) ** 2).mean())
     mse_out = float(((out - clean) ** 2).mean())
     assert mse_out < 0.5 * mse_in  # > 3 dB better than the noisy input before any training
+
+
+def test_init_fine_tunes_from_an_exported_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    first = _trainer(image_folder, tmp_path / "a", 2)
+    first.run()
+    path = export(first.model.state_dict(), "swinir", tmp_path / "first.pth", fp16=False)
+    preset = get_preset("swinir-x2-small", TINY_SWINIR)
+    second = Trainer(preset, RunConfig(data=[image_folder], run_dir=tmp_path / "b", steps=2, init=path))
+    for (k, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+    assert second.step == 0 and second.init["file"] == "first.pth" and len(second.init["sha256"]) == 64
+    second.save()
+    resumed = Trainer(preset, RunConfig(data=[image_folder], run_dir=tmp_path / "b", steps=2))
+    resumed.load(tmp_path / "b" / "last.pt")
+    assert resumed.init == second.init  # the card can still say where the run started
+
+    other = get_preset("swinir-x2-small", {**TINY_SWINIR, "kwargs": {**TINY_SWINIR["kwargs"], "embed_dim": 8}})
+    with pytest.raises(ValueError, match="does not fit the preset"):
+        Trainer(other, RunConfig(data=[image_folder], run_dir=tmp_path / "c", steps=2, init=path))

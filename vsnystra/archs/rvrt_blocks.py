@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
-from vsnystra.archs.rvrt_gda import FrameConv3d, Mlp, Permute
+from vsnystra.archs.fused import Mlp
+from vsnystra.archs.rvrt_gda import FrameConv3d, Permute
 from vsnystra.attention import attention
 
 Size3 = tuple[int, int, int]

@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsnystra.archs.fused import Mlp
+
 _DEFAULT_MAX_ELEMS = 1 << 26  # column-buffer elements per band (256 MiB in fp32; bigger bands run faster)
 _GATHER_MAX_ELEMS = 1 << 23  # CPU gather path: chunks beyond ~32 MiB only add memory traffic
 
@@ -69,19 +71,6 @@ class FrameConv3d(nn.Conv3d):
         """The convolution on (N, C, H, W) frames (temporal kernel 1, zero padding)."""
         pad = self.padding[1:] if not isinstance(self.padding, str) else self.padding
         return F.conv2d(x, self.weight[:, :, 0], self.bias, self.stride[1:], pad, self.dilation[1:], self.groups)
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2 on the last dimension (upstream key names ``fc1``/``fc2``)."""
-
-    def __init__(self, in_features: int, hidden_features: int, out_features: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(in_features, hidden_features)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_features, out_features)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 def _base_grid(

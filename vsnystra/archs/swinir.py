@@ -26,6 +26,7 @@ from vsnystra.archs.common import (
     shift_mask,
     tokens_to_image,
 )
+from vsnystra.archs.fused import Mlp
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
 
@@ -66,17 +67,6 @@ class WindowAttention(nn.Module):
         bias = self.bias(window, x.dtype) if use_bias else None
         out = attention(qkv[0], qkv[1], qkv[2], scale=self.scale, bias=bias, mask=mask, spec=spec, window=window)
         return self.proj(out.transpose(1, 2).reshape(bn, n, c))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SwinTransformerBlock(nn.Module):

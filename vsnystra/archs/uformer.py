@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsnystra.archs import fused
 from vsnystra.archs.base import AttentionConfig, ModelInfo
 from vsnystra.archs.common import (
     BlockSequence,
@@ -26,6 +27,7 @@ from vsnystra.archs.common import (
     relative_position_index,
     tokens_to_image,
 )
+from vsnystra.archs.fused import conv_gelu, linear_gelu
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
 
@@ -137,19 +139,14 @@ class LeFF(nn.Module):
         self.linear2 = nn.Sequential(nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        y = self.dwconv(tokens_to_image(self.linear1(x), size))
+        fc, conv = cast(nn.Linear, self.linear1[0]), cast(nn.Conv2d, self.dwconv[0])
+        y = conv_gelu(tokens_to_image(linear_gelu(x, fc), size), conv)
         return self.linear2(image_to_tokens(y))
 
 
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
+class Mlp(fused.Mlp):
+    def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        return super().forward(x)
 
 
 class LeWinBlock(nn.Module):

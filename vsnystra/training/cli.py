@@ -41,6 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--fresh", action="store_true", help="ignore an existing last.pt and start over")
     ap.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="fine-tune: start a new run from these weights (an exported checkpoint of the same preset, e.g. "
+        "models/<name>.pth) with a fresh optimizer and schedule; ignored when the run resumes from last.pt",
+    )
+    ap.add_argument(
         "--export", type=Path, default=None, help="after training write the official-format checkpoint here"
     )
     ap.add_argument("--export-only", action="store_true", help="only export <run>/last.pt (no training)")
@@ -61,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         save_every=args.save_every,
         log_every=args.log_every,
+        init=args.init,
     )
     log.info("preset %s: %s", preset.name, preset.describe())
     trainer = Trainer(preset, cfg)

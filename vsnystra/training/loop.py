@@ -42,6 +42,7 @@ class RunConfig:
     seed: int = 0
     save_every: int = 100
     log_every: int = 10
+    init: Path | None = None  # start from these weights (an exported checkpoint) instead of the preset's init
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -156,6 +157,28 @@ def zero_flows(model: nn.Module, enabled: bool) -> Iterator[None]:
         del m.compute_flows
 
 
+def init_from(model: nn.Module, path: Path) -> dict[str, str]:
+    """Load an exported checkpoint (official container, fp16 allowed) into the freshly built model, strictly.
+
+    A fine-tuning leg starts here instead of at the preset's hand-made start point; the optimizer starts fresh.
+    Returns the file's name and sha256 so the run (and its model card) can say where it started.
+    """
+    from vsnystra.archs.registry import canonical_state_dict
+    from vsnystra.training.publish import sha256
+
+    sd = canonical_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    expected = model.state_dict()
+    bad = sorted(set(expected) ^ set(sd)) + [k for k in expected if k in sd and sd[k].shape != expected[k].shape]
+    if bad:
+        raise ValueError(
+            f"vsnystra.training: --init {path} does not fit the preset's model ({len(bad)} key(s) differ, e.g. "
+            f"{bad[:3]}); start from a checkpoint of the same preset and --override"
+        )
+    model.load_state_dict(sd, strict=True)  # copy_ upcasts fp16-stored tensors
+    log.info("initialised from %s", path)
+    return {"file": path.name, "sha256": sha256(path)}
+
+
 class Trainer:
     """Owns the model, optimizer, data source and RNG of one run."""
 
@@ -174,6 +197,9 @@ class Trainer:
         self.elapsed = 0.0
         self.losses: list[float] = []
         self.input_losses: list[float] = []  # what returning the input unchanged would score (denoisers)
+        self.init: dict[str, str] = {}  # where the weights came from when the run fine-tunes (--init)
+        if cfg.init is not None:
+            self.init = init_from(self.model, cfg.init)
         self.source: Any = self._make_source()
 
     def _make_source(self) -> Any:
@@ -231,6 +257,7 @@ class Trainer:
             "losses": list(self.losses),
             "generator": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "init": dict(self.init),
         }
 
     def save(self) -> Path:
@@ -256,6 +283,7 @@ class Trainer:
         self.losses = list(st["losses"])
         self.gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
+        self.init = dict(st.get("init", {}))
         log.info("resumed %s at step %d (%.1f min trained)", path, self.step, self.elapsed / 60)
 
     def run(self) -> None:

@@ -1,0 +1,57 @@
+"""The fused oneDNN linear/conv+GELU path equals the plain ops and never runs where it cannot (autograd)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vsnystra.archs import fused
+
+
+def _dtypes() -> list[torch.dtype]:
+    return [d for d in (torch.float32, torch.bfloat16) if fused.fused_available(d)]
+
+
+def test_fused_ops_exist_on_this_build() -> None:
+    # every x86-64/aarch64 Linux wheel of torch ships oneDNN; if this fails the fast path silently never runs
+    assert fused.fused_available(torch.float32)
+    assert not fused.fused_available(torch.float16)
+
+
+@pytest.mark.parametrize("dtype", _dtypes())
+def test_linear_and_conv_gelu_equal_the_plain_ops(dtype: torch.dtype) -> None:
+    lin = nn.Linear(24, 96).to(dtype)
+    conv = nn.Conv2d(96, 96, 3, 1, 1, groups=96).to(dtype)
+    x = torch.randn(2, 7 * 9, 24, dtype=dtype)
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 2e-2}
+    with torch.no_grad():
+        h = fused.linear_gelu(x, lin)
+        torch.testing.assert_close(h, F.gelu(lin(x)), **tol)
+        img = h.view(2, 7, 9, 96).permute(0, 3, 1, 2)  # channels-last view, as the models pass it
+        y = fused.conv_gelu(img, conv)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, F.gelu(conv(img)), **tol)
+
+
+def test_autograd_takes_the_plain_path() -> None:
+    mlp = fused.Mlp(8, 32)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def spy(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return real(*args)
+
+    fused_op = torch.ops.mkldnn
+    try:
+        object.__setattr__(fused_op, "_linear_pointwise", spy)
+        mlp(x).sum().backward()
+        assert not calls and x.grad is not None and mlp.fc1.weight.grad is not None
+        with torch.no_grad():
+            mlp(x)
+        assert calls  # inference does use the fused op
+    finally:
+        object.__setattr__(fused_op, "_linear_pointwise", real)

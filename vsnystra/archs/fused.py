@@ -1,0 +1,102 @@
+"""Linear/convolution followed by GELU in one oneDNN call on CPU inference.
+
+GELU over a (tokens, 4·C) activation is memory-bound: unfused, the linear writes the activation, GELU reads it and
+writes another one. oneDNN applies the GELU (exact erf form) to each output tile while it is in cache, which made a
+Uformer LeFF 1.2–1.7× faster on CPU (benchmarks/results/models.md). The fused ops are the ones torch.compile uses
+for CPU (``torch.ops.mkldnn._linear_pointwise`` / ``_convolution_pointwise``); they have no autograd, so training,
+other devices and dtypes, and builds without them take the plain path. A one-time probe per dtype compares the
+fused result with the plain one, so a build whose op misbehaves is never used.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@functools.cache
+def fused_available(dtype: torch.dtype) -> bool:
+    """Whether this build's oneDNN fused ops exist and agree with the plain ops for ``dtype`` (probed once)."""
+    if dtype not in _DTYPES or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        if dtype == torch.bfloat16 and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            x = torch.randn(2, 5, 8).to(dtype)
+            w = torch.randn(16, 8).to(dtype)
+            b = torch.randn(16).to(dtype)
+            img = torch.randn(1, 16, 6, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+            cw = torch.randn(16, 1, 3, 3).to(dtype)
+        got = torch.ops.mkldnn._linear_pointwise(x, w, b, "gelu", [None], "none")
+        ref = F.gelu(F.linear(x, w, b))
+        got_c = torch.ops.mkldnn._convolution_pointwise(img, cw, b, [1, 1], [1, 1], [1, 1], 16, "gelu", [None], "none")
+        ref_c = F.gelu(F.conv2d(img, cw, b, 1, 1, 1, 16))
+        tol = 1e-4 if dtype == torch.float32 else 5e-2
+        ok = bool(
+            got.shape == ref.shape
+            and got_c.shape == ref_c.shape
+            and torch.allclose(got.float(), ref.float(), atol=tol, rtol=tol)
+            and torch.allclose(got_c.float(), ref_c.float(), atol=tol, rtol=tol)
+        )
+    except Exception as err:  # op missing in this build, or oneDNN refused the primitive
+        log.debug("vsnystra: fused oneDNN linear/conv+GELU unavailable for %s: %s", dtype, err)
+        return False
+    if not ok:
+        log.warning("vsnystra: this build's fused oneDNN linear/conv+GELU disagrees with the plain ops; not used")
+    return ok
+
+
+def _use_fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling():
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return False  # the fused ops have no backward
+    return fused_available(x.dtype)
+
+
+def linear_gelu(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``gelu(linear(x))`` (exact erf GELU), fused on CPU inference."""
+    if _use_fused(x, linear.weight):
+        return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, "gelu", [None], "none")
+    return F.gelu(linear(x))
+
+
+def conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``gelu(conv(x))`` for a zero-padded Conv2d, fused on CPU inference (keeps x's channels-last layout)."""
+    if conv.padding_mode == "zeros" and not isinstance(conv.padding, str) and _use_fused(x, conv.weight):
+        return torch.ops.mkldnn._convolution_pointwise(
+            x,
+            conv.weight,
+            conv.bias,
+            list(conv.padding),
+            list(conv.stride),
+            list(conv.dilation),
+            conv.groups,
+            "gelu",
+            [None],
+            "none",
+        )
+    return F.gelu(conv(x))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 on the last dimension (the upstream key names ``fc1``/``fc2``; ``act`` has no weights)."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int | None = None) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_features, out_features or in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(linear_gelu(x, self.fc1))
