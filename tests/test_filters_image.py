@@ -13,6 +13,7 @@ import vapoursynth as vs
 from vsnystra.archs.patch import patch_attention
 from vsnystra.archs.registry import load_model
 from vsnystra.attention.specs import PnPNystra
+from vsnystra.runtime import device
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.image import restore_image
 from vsnystra.vs.filters import SwinIR, Uformer
@@ -51,11 +52,11 @@ def frame_array(frame: vs.VideoFrame) -> np.ndarray:
     return np.stack([np.asarray(frame[p]) for p in range(frame.format.num_planes)]).astype(np.float32)
 
 
-def reference(model_path: Path, clip: vs.VideoNode, n: int, **kw) -> np.ndarray:
-    model = load_model(str(model_path))
-    x = frame_to_tensor(clip.get_frame(n)).float()
+def reference(model_path: Path, clip: vs.VideoNode, n: int, dtype: torch.dtype = torch.float32, **kw) -> np.ndarray:
+    model = load_model(str(model_path)).to(dtype)
+    x = frame_to_tensor(clip.get_frame(n)).to(dtype)
     with torch.no_grad():
-        return restore_image(model, x, **kw).numpy()
+        return restore_image(model, x, **kw).float().numpy()
 
 
 @pytest.mark.parametrize(("func", "path", "w", "h"), [(SwinIR, SWINIR, 37, 29), (Uformer, UFORMER, 70, 52)])
@@ -76,15 +77,24 @@ def test_rgbs_equals_restore_image_and_keeps_props(func, path: Path, w: int, h: 
         assert f.props["nystra_device"] == "cpu"
 
 
-def test_rgbh_runs_in_half_format_and_matches_fp32_within_fp16_rounding() -> None:
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_rgbh_runs_in_half_format_and_matches_the_policy_dtype(
+    native_bf16: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native_bf16)
     clip = noise_clip(33, 25, 1, fmt=vs.RGBH)
     out = SwinIR(clip, model=str(SWINIR), attention="exact", device="cpu")
     assert out.format.id == vs.RGBH
     f = out.get_frame(0)
     assert np.asarray(f[0]).dtype == np.float16
     got = frame_array(f)
-    want = reference(SWINIR, clip, 0)  # fp16 input widened to fp32, as the filter does on the CPU
-    assert np.abs(got - want).max() <= 2e-3  # fp16 output rounding (half an ulp at 2 is 1e-3)
+    if native_bf16:  # bf16 compute, as restore_image gives it; bf16 values are exact in fp16
+        want = reference(SWINIR, clip, 0, dtype=torch.bfloat16)
+        assert np.abs(got - want).max() <= 2**-7 * max(1.0, float(np.abs(want).max()))  # one bf16 ulp
+        assert np.abs(got - reference(SWINIR, clip, 0)).max() > 2e-3  # really ran in bf16
+    else:  # fp16 input widened to fp32
+        want = reference(SWINIR, clip, 0)
+        assert np.abs(got - want).max() <= 2e-3  # fp16 output rounding (half an ulp at 2 is 1e-3)
 
 
 def test_tiling_equals_restore_image_with_the_same_tiles() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -34,12 +35,27 @@ def test_resolve_device_auto_and_explicit(monkeypatch: pytest.MonkeyPatch) -> No
         D.resolve_device("tpu")
 
 
-def test_compute_dtype_policy() -> None:
+def test_compute_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
-    assert D.compute_dtype(cpu, half=False) is torch.float32
-    assert D.compute_dtype(cuda, half=False) is torch.float32
-    assert D.compute_dtype(cuda, half=True) is torch.float16
-    assert D.compute_dtype(cpu, half=True) is torch.float32  # see compute_dtype's docstring and pipeline.md
+    for native in (False, True):
+        monkeypatch.setattr(D, "cpu_has_native_bf16", lambda native=native: native)
+        assert D.compute_dtype(cpu, half=False) is torch.float32
+        assert D.compute_dtype(cuda, half=False) is torch.float32
+        assert D.compute_dtype(cuda, half=True) is torch.float16
+        # RGBH on a CPU: bf16 where it is native (fast), else fp32 (emulated bf16 is many times slower)
+        assert D.compute_dtype(cpu, half=True) is (torch.bfloat16 if native else torch.float32)
+
+
+def test_native_bf16_probe_matches_the_cpu_flags() -> None:
+    flags = set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if not flags:
+        pytest.skip("no /proc/cpuinfo flags on this platform")
+    assert D.cpu_has_native_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def test_out_of_memory_retries_with_smaller_tiles() -> None:

@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
     )
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    r.add_argument("--half", action="store_true", help="half-precision compute (fp16 on CUDA)")
+    r.add_argument(
+        "--half",
+        action="store_true",
+        help="half-precision compute: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
+    )
     r.add_argument("--tile", type=_ints, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
     r.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels")
     r.add_argument("--chunk", type=int, help="RVRT: frames per temporal chunk")
