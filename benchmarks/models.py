@@ -12,10 +12,12 @@ Settings (random weights, the architecture decides the cost):
   c  PnP-Nystra at the trained window (bias and mask kept)
   d  Exact at the paper's enlarged window (SwinIR 32, Uformer 64), bias and mask dropped as the research code
   e  PnP-Nystra at the enlarged window (SwinIR m 16, 2 iters, t 5; Uformer m 32, 6 iters, t 0), bias/mask dropped
-Ratios: a/b (what Exact saves over the stock model), b/c, d/e (the paper's speed-up: SwinIR x2 2.2x, Uformer 3.65x
-on CPU). Settings run interleaved, each time is the minimum over --reps forwards (after a 64x64, Uformer 128x128,
-warm-up forward); results are appended to
-benchmarks/results/models.md.
+  f  Naive at the enlarged window, bias/mask dropped: the paper's own baseline (the research code's "Original",
+     matmul-softmax-matmul)
+Ratios: a/b (what Exact saves over the stock model), b/c, d/e (PnP-Nystra against our fused SDPA at the same
+window), f/e (against the paper's baseline: the paper reports SwinIR x2 2.2x, Uformer 3.65x on CPU). Settings run
+interleaved, each time is the minimum over --reps forwards (after a 64x64, Uformer 128x128, warm-up forward);
+results are appended to benchmarks/results/models.md.
 """
 
 from __future__ import annotations
@@ -111,6 +113,10 @@ def settings(arch: str) -> list[tuple[str, Callable[[torch.nn.Module], object]]]
         ("c PnP-Nystra, trained window", lambda m: patch_attention(m, spec)),
         (f"d Exact, window {window}, no bias/mask", lambda m: patch_attention(m, Exact(), window=window, **drop)),
         (f"e PnP-Nystra, window {window}, no bias/mask", lambda m: patch_attention(m, spec, window=window, **drop)),
+        (
+            f"f Naive, window {window}, no bias/mask (the research code's 'Original')",
+            lambda m: patch_attention(m, Naive(), window=window, **drop),
+        ),
     ]
 
 
@@ -129,7 +135,7 @@ def warm(model: torch.nn.Module, x: torch.Tensor) -> None:
         model(x[..., : min(x.shape[-2], side), : min(x.shape[-1], side)])
 
 
-def run(arch: str, dtype: torch.dtype, size: int, reps: int, warmup: bool, only: str = "abcde") -> list[str]:
+def run(arch: str, dtype: torch.dtype, size: int, reps: int, warmup: bool, only: str = "abcdef") -> list[str]:
     """Settings interleaved (a b c d e, a b c d e, ...) so machine-load drift hits them alike; min over reps."""
     model = build(arch).to(dtype)
     x = baby(size).to(dtype)
@@ -155,7 +161,8 @@ def run(arch: str, dtype: torch.dtype, size: int, reps: int, warmup: bool, only:
     ]
     cpu_of = {label[0]: t for (label, _), t in zip(plan, ms, strict=True)}
     wall_of = {label[0]: t for (label, _), t in zip(plan, ws, strict=True)}
-    ratios = [(x, y) for x, y in (("a", "b"), ("b", "c"), ("d", "e")) if x in cpu_of and y in cpu_of]
+    pairs = (("a", "b"), ("b", "c"), ("d", "e"), ("f", "e"))
+    ratios = [(x, y) for x, y in pairs if x in cpu_of and y in cpu_of]
     if ratios:
         text = ", ".join(f"{x}/{y} = {cpu_of[x] / cpu_of[y]:.2f}" for x, y in ratios)
         wall_text = ", ".join(f"{wall_of[x] / wall_of[y]:.2f}" for x, y in ratios)
@@ -204,7 +211,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--no-warmup", action="store_true", help="skip the warm-up forward (full-size SwinIR is slow)")
     ap.add_argument("--quick", action="store_true", help="128x128, fp32 only")
-    ap.add_argument("--settings", default="abcde", help="subset of the settings to run, e.g. 'de' (default abcde)")
+    ap.add_argument("--settings", default="abcdef", help="subset of the settings to run, e.g. 'def'")
     ap.add_argument("--bias-study", action="store_true")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()

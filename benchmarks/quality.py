@@ -4,10 +4,14 @@
     .venv/bin/python benchmarks/quality.py --models swinir --limit 2 --modes exact,nystra
     .venv/bin/python benchmarks/quality.py --models rvrt --max-frames 6 --crop 256
 
-Modes: ``exact`` = the model as trained; ``nystra`` = patch_attention(model, PnPNystra(m, iters, t)) at the trained
-window with bias and mask kept; ``paper`` = the research code's mode: enlarged window, bias and mask dropped, with
-the paper's per-task settings (SwinIR: window 32, m 16, 2 iters, t 5; Uformer: 64, m 32, 6 iters, t 0; RVRT:
-[2, 64, 64], m 32, 6 iters, t 0). Reference rows: bicubic (SR) and the noisy input (denoising).
+Modes: ``exact`` = the model as trained; ``nystra`` = patch_attention(model, PnPNystra(m, iters, t, pinv_init)) at
+the trained window with bias and mask kept (the front ends' per-matrix pseudo-inverse scaling by default);
+``paper`` = the research code's mode: enlarged window, bias, shift mask and Uformer's modulator dropped, with the
+paper's per-task settings (SwinIR: window 32, m 16, 2 iters, t 5; Uformer: 64, m 32, 6 iters, t 0; RVRT:
+[2, 64, 64], m 32, 6 iters, t 0; batch-global pseudo-inverse scaling); ``paper-exact`` = the same enlarged,
+bias-free model with exact attention: the paper's "Original", against which the paper measures its drops, so
+paper-exact minus paper is the Nyström part of the paper-mode drop and exact minus paper-exact what enlarging the
+window alone costs. Reference rows: bicubic (SR) and the noisy input (denoising).
 
 Data (../shared/data next to the checkout): Set5/Set14 x2 with their MATLAB-bicubic LR files (Y-PSNR/SSIM with a
 border crop of 2, RGB too); CBSD68/Kodak24 at sigma 15/25/50 (noise seeded per image, not clipped); Vid4 city and
@@ -67,9 +71,12 @@ def configure(model: torch.nn.Module, mode: str, arch: str, spec: PnPNystra) -> 
         patch_attention(model, Exact())
     elif mode == "nystra":
         patch_attention(model, spec)
-    else:
+    elif mode in ("paper", "paper-exact"):
         window, paper_spec = PAPER[arch]
-        patch_attention(model, paper_spec, window=window, bias="drop", mask="drop")
+        drop = {"bias": "drop", "mask": "drop"} | ({"modulator": "drop"} if arch == "uformer" else {})
+        patch_attention(model, paper_spec if mode == "paper" else Exact(), window=window, **drop)
+    else:
+        raise ValueError(f"unknown mode {mode!r}; use exact, nystra, paper-exact or paper")
 
 
 Row = tuple[str, str, str, float, float, float, float, float]  # model, data, mode, psnr, ssim, psnr_y, ssim_y, s
@@ -130,7 +137,7 @@ def run_video(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="swinir,uformer,rvrt")
-    ap.add_argument("--modes", default="exact,nystra,paper")
+    ap.add_argument("--modes", default="exact,nystra,paper-exact,paper")
     ap.add_argument("--limit", type=int, default=0, help="images per dataset (0 = all)")
     ap.add_argument("--sigmas", default="15,25,50", help="image denoising noise levels")
     ap.add_argument("--video-sigmas", default="10,20")
@@ -142,13 +149,19 @@ def main() -> int:
     ap.add_argument("--landmarks", type=int, default=16, help="PnP-Nystra landmarks at the trained window")
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument(
+        "--pinv-init",
+        choices=["matrix", "batch"],
+        default="matrix",
+        help="pseudo-inverse scaling at the trained window (matrix: the front ends' default; batch: the paper's)",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     ap.add_argument("--models-dir", type=Path, default=MODELS, help="folder holding the default .pth files")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = PnPNystra(landmarks=args.landmarks, iters=args.iters, threshold=args.threshold)
+    spec = PnPNystra(landmarks=args.landmarks, iters=args.iters, threshold=args.threshold, pinv_init=args.pinv_init)
     modes = args.modes.split(",")
     rows: list[Row] = []
 
@@ -198,8 +211,8 @@ def main() -> int:
     paper = ", ".join(f"{k}: window {v[0]}, {v[1]}" for k, v in PAPER.items())
     lines = [
         f"Settings: limit={args.limit or 'all'} images/dataset, Vid4 max_frames={args.max_frames or 'all'} "
-        f"crop={args.crop or 'none'}; nystra = PnPNystra(landmarks={args.landmarks}, iters={args.iters}, "
-        f"threshold={args.threshold}) at the trained window; paper = {paper}; "
+        f"crop={args.crop or 'none'}; nystra = {spec} at the trained window; paper = {paper}, bias/mask/modulator "
+        "dropped; paper-exact = the same with Exact(); "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, fp32.",
         "",
         "| model | data | attention | PSNR RGB | SSIM RGB | PSNR Y | SSIM Y | time (s) |",

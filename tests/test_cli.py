@@ -396,9 +396,9 @@ def test_attention_defaults_follow_the_architecture() -> None:
     assert cli_model.detect_arch(RVRT_DN) == "rvrt"
     assert cli_model.detect_arch(SWINIR_X2) == "swinir"
     auto = cli_model.attention_spec("auto", None, None, "swinir")
-    assert auto == PnPNystra(landmarks=16, iters=2, threshold=5.0, policy="auto")
+    assert auto == PnPNystra(landmarks=16, iters=2, threshold=5.0, pinv_init="matrix", policy="auto")
     forced = cli_model.attention_spec("nystra", 8, None, "rvrt")
-    assert forced == PnPNystra(landmarks=8, iters=6, threshold=0.0, policy="always")
+    assert forced == PnPNystra(landmarks=8, iters=6, threshold=0.0, pinv_init="matrix", policy="always")
     assert cli_model.attention_spec("exact", None, None, "rvrt") == Exact()
     with pytest.raises(ValueError, match="only apply"):
         cli_model.attention_spec("exact", 8, None, "rvrt")

@@ -119,7 +119,7 @@ def test_nystra_attention_equals_patched_model() -> None:
     clip = noise_clip(48, 40, 1)
     out = SwinIR(clip, model=str(SWINIR), attention="nystra", landmarks=16, iters=2, window=16, device="cpu")
     assert out.get_frame(0).props["nystra_attention"] == "nystra"
-    model = patch_attention(load_model(str(SWINIR)), PnPNystra(landmarks=16, iters=2, threshold=5.0), window=16)
+    model = patch_attention(load_model(str(SWINIR)), PnPNystra(16, 2, 5.0, pinv_init="matrix"), window=16)
     with torch.no_grad():
         want = restore_image(model, frame_to_tensor(clip.get_frame(0))).numpy()
     got = frame_array(out.get_frame(0))

@@ -85,6 +85,7 @@ def attention_spec(name: str, landmarks: int | None, iters: int | None, arch: st
             landmarks=m if landmarks is None else landmarks,
             iters=k if iters is None else iters,
             threshold=t,
+            pinv_init="matrix",  # as the filters (vsnystra.vs.validate.FRONT_END_PINV_INIT)
             policy="auto" if key == "auto" else "always",
         )
     if landmarks is not None or iters is not None:
