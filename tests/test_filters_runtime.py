@@ -44,6 +44,9 @@ def test_compute_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
         assert D.compute_dtype(cuda, half=True) is torch.float16
         # RGBH on a CPU: bf16 where it is native (fast), else fp32 (emulated bf16 is many times slower)
         assert D.compute_dtype(cpu, half=True) is (torch.bfloat16 if native else torch.float32)
+        assert D.compute_dtype(cpu, True, "uformer") is (torch.bfloat16 if native else torch.float32)
+        assert D.compute_dtype(cpu, True, "rvrt") is torch.float32  # 0.6 dB lost in bf16 (see the docstring)
+        assert D.compute_dtype(cuda, True, "rvrt") is torch.float16
 
 
 def test_native_bf16_probe_matches_the_cpu_flags() -> None:

@@ -141,8 +141,9 @@ def load(settings: ModelSettings) -> LoadedModel:
 
     path = resolve_model(settings.model)
     device = resolve_device(settings.device, caller="vsnystra restore")
-    dtype = compute_dtype(device, settings.half)
-    spec = attention_spec(settings.attention, settings.landmarks, settings.iters, detect_arch(path))
+    arch = detect_arch(path)
+    dtype = compute_dtype(device, settings.half, arch)
+    spec = attention_spec(settings.attention, settings.landmarks, settings.iters, arch)
     window = _one_or_tuple(settings.window)
     setting = AttentionSetting(spec=spec, window=window)
     model = default_cache().get(path, device=device, dtype=dtype, attention=setting)

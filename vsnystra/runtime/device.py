@@ -76,20 +76,21 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def compute_dtype(device: torch.device, half: bool) -> torch.dtype:
-    """The dtype a model runs in for input of the given precision on ``device``.
+def compute_dtype(device: torch.device, half: bool, arch: str | None = None) -> torch.dtype:
+    """The dtype a model of ``arch`` runs in for input of the given precision on ``device``.
 
     Single-precision input (RGBS) always runs in fp32. Half-precision input (RGBH) runs in fp16 on CUDA (tensor
-    cores, half the memory). On a CPU with native bf16 (AVX512-BF16, AMX) it runs in bf16: 1.5-1.7x faster than
-    fp32 for SwinIR/Uformer, 54-58 dB from the fp32 output and within 0.08 dB of its PSNR on the bundled defaults
-    (benchmarks/results/pipeline.md). Other CPUs emulate bf16 many times slower than fp32 and have no fast fp16,
-    so there it runs in fp32. The result is rounded to fp16 on output.
+    cores, half the memory). On a CPU with native bf16 (AVX512-BF16, AMX) SwinIR and Uformer run in bf16: 1.5-1.7x
+    faster than fp32, 54-58 dB from the fp32 output and within 0.08 dB of its PSNR on the bundled defaults. RVRT
+    stays in fp32 there: its recurrent, deformable alignment lost 0.6 dB in bf16 (40 dB from fp32) for a 1.3x gain
+    (benchmarks/results/pipeline.md). CPUs without native bf16 emulate it many times slower than fp32 and have no
+    fast fp16, so there everything runs in fp32. The result is rounded to fp16 on output.
     """
     if not half:
         return torch.float32
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    return torch.bfloat16 if arch != "rvrt" and cpu_has_native_bf16() else torch.float32
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

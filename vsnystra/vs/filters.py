@@ -92,7 +92,7 @@ def _common(
     except ValueError as exc:
         raise V.FilterError(str(exc)) from exc
     path = V.resolve_model_path(func, model)
-    return Common(func, half, path, name, spec, win, dev, compute_dtype(dev, half), tile_wh)
+    return Common(func, half, path, name, spec, win, dev, compute_dtype(dev, half, func.lower()), tile_wh)
 
 
 def _load(c: Common, *, attention: AttentionSetting) -> tuple[nn.Module, ModelInfo]:
