@@ -33,6 +33,7 @@ from attention_inputs import relative_bias, shift_mask, window_qkv  # noqa: E402
 from vsnystra.attention import Naive, PnPNystra, attention  # noqa: E402
 from vsnystra.attention.nystra import paper_attention  # noqa: E402
 from vsnystra.attention.policy import nystrom_pays  # noqa: E402
+from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 
 def once(fn) -> float:
@@ -129,6 +130,7 @@ def stock(args: argparse.Namespace) -> list[str]:
 
 
 def main() -> None:
+    prefer_huge_pages()  # as the front ends do; THP_MEM_ALLOC_ENABLE=0 in the environment measures without
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="windows 8 and 32, head dim 32 only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -42,6 +42,7 @@ from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.swinir import SwinIR  # noqa: E402
 from vsnystra.archs.uformer import Uformer  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 BABY = SHARED / "data" / "images" / "Set5" / "HR" / "baby.png"
@@ -204,6 +205,7 @@ def bias_study(size: int) -> list[str]:
 
 
 def main() -> None:
+    prefer_huge_pages()  # as the front ends do; THP_MEM_ALLOC_ENABLE=0 in the environment measures without
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", choices=["swinir", "uformer", "both"], default="both")
     ap.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
@@ -225,6 +227,7 @@ def main() -> None:
         "",
         f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, "
         f"Set5 'baby' centre crop, random weights, min of {args.reps} interleaved forward(s)"
         f"{'' if args.no_warmup else ' after a small warm-up forward'}. "
         "Baselines: a/b vs Naive (stock), b/c and d/e vs Exact.",

@@ -33,6 +33,7 @@ import vsnystra.runtime.video as runtime_video
 from vsnystra.runtime.cache import AttentionSetting, default_cache
 from vsnystra.runtime.device import run_on_device
 from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.memory import prefer_huge_pages
 from vsnystra.runtime.video import restore_video
 from vsnystra.vs import filters
 from vsnystra.vs.frames import tensor_to_frame
@@ -250,6 +251,7 @@ def half_precision(repeats: int) -> list[str]:
 
 
 def main() -> None:
+    prefer_huge_pages()  # as the front ends do; THP_MEM_ALLOC_ENABLE=0 in the environment measures without
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="swinir,uformer,rvrt")
     p.add_argument("--frames", type=int, default=8)

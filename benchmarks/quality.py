@@ -38,6 +38,7 @@ from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.registry import load_model  # noqa: E402
 from vsnystra.attention.specs import Exact, PnPNystra  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
+from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 from vsnystra.runtime.video import restore_video  # noqa: E402
 from vsnystra.training.degrade import imresize  # noqa: E402
 from vsnystra.training.metrics import psnr, ssim  # noqa: E402
@@ -135,6 +136,7 @@ def run_video(
 
 
 def main() -> int:
+    prefer_huge_pages()  # as the front ends do; THP_MEM_ALLOC_ENABLE=0 in the environment measures without
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="swinir,uformer,rvrt")
     ap.add_argument("--modes", default="exact,nystra,paper-exact,paper")

@@ -56,6 +56,7 @@ from vsnystra.archs.rvrt import RVRT, build  # noqa: E402
 from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack  # noqa: E402
 from vsnystra.archs.spynet import SpyNet  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "rvrt.md"
 PNP = PnPNystra(landmarks=32, iters=6, threshold=0.0)
@@ -263,6 +264,7 @@ def ab_compare(args: argparse.Namespace, w: int, h: int) -> str:
 
 
 def main() -> None:
+    prefer_huge_pages()  # as the front ends do; THP_MEM_ALLOC_ENABLE=0 in the environment measures without
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="sr,dn")
     ap.add_argument("--settings", default="a,b,c,d,e")
@@ -293,7 +295,8 @@ def main() -> None:
     lines = [
         f"\n## RVRT, {w}x{h} input, {args.frames} frames, {torch.get_num_threads()} threads, "
         f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, {time.strftime('%Y-%m-%d %H:%M')}\n",
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, {time.strftime('%Y-%m-%d %H:%M')}\n",
         f"Command: `{' '.join(['.venv/bin/python', *sys.argv])}`\n",
         "| model | setting | s/frame | vs a (stock) | vs b (Exact) | GDA | window attn | flow | rest |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from models import baby, build  # noqa: E402
+from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "upstream.md"
 
@@ -110,6 +111,7 @@ def run(arch: str, src: Path, size: int, reps: int) -> str:
 
 
 def main() -> None:
+    prefer_huge_pages()  # as the front ends do; THP_MEM_ALLOC_ENABLE=0 in the environment measures without
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--swinir-src", type=Path, help="upstream models/network_swinir.py")
     ap.add_argument("--uformer-src", type=Path, help="upstream model.py of Uformer")
@@ -125,7 +127,8 @@ def main() -> None:
         f"--reps {args.reps}`",
         "",
         f"CPU: {platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
-        f"thread(s) (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), fp32, random weights shared by "
+        f"thread(s) (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}), "
+        f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', 'unset')}, fp32, random weights shared by "
         "both, Set5 'baby' centre crop, min of the interleaved reps. Baseline: the upstream module (stock).",
         "",
         "| model | input | upstream CPU ms | vsnystra Exact CPU ms | speed-up vs upstream | max abs diff |",

@@ -286,6 +286,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
     _setup_logging(args.verbose, args.quiet)
     if args.command == "restore":
+        from vsnystra.runtime.memory import prefer_huge_pages
+
+        prefer_huge_pages()  # before torch's first allocation (see vsnystra.runtime.memory)
         return _restore(args)
     try:
         return _weights(args)

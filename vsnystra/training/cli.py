@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from vsnystra.runtime.memory import prefer_huge_pages
 from vsnystra.training.loop import CHECKPOINT, RunConfig, Trainer, export
 from vsnystra.training.presets import PRESETS, get_preset
 
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    prefer_huge_pages()  # before the first tensor (vsnystra.runtime.memory)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(max(1, args.threads))  # a CLI process: its own thread budget, not library state
     preset = get_preset(args.model, args.override)

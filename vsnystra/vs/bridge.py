@@ -86,6 +86,9 @@ def resolve(name: str, module: str) -> Callable[..., Any]:
     """Import ``module`` (first time with fd 1 guarded) and return its attribute ``name``."""
     mod = sys.modules.get(module)
     if mod is None:
+        from vsnystra.runtime.memory import prefer_huge_pages
+
+        prefer_huge_pages()  # before torch's first allocation (see vsnystra.runtime.memory)
         with _import_lock, fd_stdout_to_stderr():
             mod = importlib.import_module(module)
     fn = getattr(mod, name, None)
