@@ -253,3 +253,24 @@ def test_init_fine_tunes_from_an_exported_checkpoint(image_folder: Path, tmp_pat
     other = get_preset("swinir-x2-small", {**TINY_SWINIR, "kwargs": {**TINY_SWINIR["kwargs"], "embed_dim": 8}})
     with pytest.raises(ValueError, match="does not fit the preset"):
         Trainer(other, RunConfig(data=[image_folder], run_dir=tmp_path / "c", steps=2, init=path))
+
+
+def test_card_counts_an_earlier_release_and_refreshes_its_quality_rows(tmp_path: Path) -> None:
+    from vsnystra.training import publish
+
+    sha, (steps, minutes, _) = next(iter(publish.PRIOR_RELEASES.items()))
+    leg = {"step": 100, "steps": 120, "elapsed": 600.0, "init": {"file": "x.pth", "sha256": sha}}
+    (line,) = publish.iteration_lines(leg)
+    assert line.startswith(f"- iterations: {steps + 100} in all, {minutes + 10:.1f} min")
+    (alone,) = publish.iteration_lines({**leg, "init": {}})
+    assert alone.startswith("- iterations: 100 of a 120-step schedule, 10.0 min")
+
+    table = tmp_path / "quality.md"
+    table.write_text(
+        "# t\n\n## `quality.py --models m`\n\nSettings: s\n\n| model | data |\n|---|---|\n| noisy input | d |\n"
+        "| m | d |\n",
+        encoding="utf-8",
+    )
+    old = "# m\n\n## Training\n\n- kept\n\n## Quality (benchmarks/quality.py)\n\n| stale |\n"
+    new = publish.refresh_quality(old, "m", table)
+    assert "- kept" in new and "| stale |" not in new and "| m | d |" in new and publish.CAVEAT in new

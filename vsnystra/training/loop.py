@@ -258,6 +258,7 @@ class Trainer:
             "generator": self.gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "init": dict(self.init),
+            "recipe": self.preset.recipe(),
         }
 
     def save(self) -> Path:

@@ -6,6 +6,7 @@ layout and ``vsnystra.load_model`` rebuilds it from tensor shapes alone.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,11 @@ class Preset:
         if "freeze" in over:
             over["freeze"] = tuple(over["freeze"])
         return replace(self, kwargs=kw, **over)
+
+    def recipe(self) -> dict[str, Any]:
+        """The training settings besides the architecture (what a model card states), as plain values."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("kwargs", "name")}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
     def describe(self) -> str:
         return json.dumps({"arch": self.arch, "task": self.task, "kwargs": self.kwargs}, sort_keys=True)

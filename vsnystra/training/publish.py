@@ -59,6 +59,24 @@ NOTES = {
 }
 
 
+CAVEAT = "Small model, short CPU training: far below the official checkpoints; use those for real work."
+
+# Earlier releases that a run was fine-tuned from (``--init``), by the sha256 of the file it started from: their
+# steps and wall time (from the card published with that file), so a card states the whole training, not one leg.
+PRIOR_RELEASES: dict[str, tuple[int, float, str]] = {
+    "94830f239567d9f1bbc6b656560f7870a7cfd51aebd72f516bb6a5cf185d7229": (
+        1900,
+        89.9,
+        "uformer-denoise-small of session 2 (two legs on a shared 2-core CPU, 1 thread)",
+    ),
+    "2f9cfd141b5429f4b3c4012ee828a2ac9fa3920388fca231d6d7dc101ad7a1ed": (
+        1200,
+        63.7,
+        "rvrt-denoise-small of session 2 (a shared 2-core CPU, 1 thread)",
+    ),
+}
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -89,6 +107,7 @@ def quality_rows(table: Path, name: str) -> list[str]:
 def card(name: str, run: Path, pth: Path, table: Path) -> str:
     preset = PRESETS[name]
     st: dict[str, Any] = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    recipe = {**preset.recipe(), **st.get("recipe", {})}  # the run's own settings (overrides) where it saved them
     buffers = ("attn_mask", ".mean", ".std")  # float buffers that are not weights
     params = sum(v.numel() for k, v in st["model"].items() if v.is_floating_point() and not k.endswith(buffers))
     losses = st["losses"]
@@ -112,22 +131,48 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
         "",
         f"- data: {DATA_NOTE}",
         f"- {NOTES.get(name, '')}",
-        f"- patches: {preset.patch} px{' (LR)' if preset.task == 'sr' else ''}, batch {preset.batch}"
-        + (f", {preset.frames}-frame clips" if preset.task == "video_denoise" else "")
+        f"- patches: {recipe['patch']} px{' (LR)' if preset.task == 'sr' else ''}, batch {recipe['batch']}"
+        + (f", {recipe['frames']}-frame clips" if preset.task == "video_denoise" else "")
         + ", random flips/transposes; Charbonnier loss; AdamW (betas 0.9/0.99, no weight decay), "
-        f"lr {preset.lr:g}, {preset.warmup}-step warm-up then cosine decay, gradient clipping 1.0; seed 0",
-        f"- iterations: {st['step']} of a {st['steps']}-step schedule; wall time {st['elapsed'] / 60:.1f} min on a "
-        "shared 2-core CPU, 1 torch thread (no GPU)",
+        f"lr {recipe['lr']:g}, {recipe['warmup']}-step warm-up then cosine decay, gradient clipping 1.0; seed 0",
+        *iteration_lines(st),
         f"- final training loss (mean of the last {len(tail)} steps): {sum(tail) / len(tail):.5f}",
         "",
         "## Quality (benchmarks/quality.py)",
         "",
         *(q or ["Not measured yet."]),
         "",
-        "Small model, short CPU training: far below the official checkpoints; use those for real work.",
+        CAVEAT,
         "",
     ]
     return "\n".join(lines)
+
+
+def iteration_lines(st: dict[str, Any]) -> list[str]:
+    """The card's iterations line: one leg, or a fine-tuning leg on top of an earlier release (``--init``)."""
+    leg = f"{st['step']} of a {st['steps']}-step schedule, {st['elapsed'] / 60:.1f} min"
+    init = st.get("init") or {}
+    prior = PRIOR_RELEASES.get(init.get("sha256", ""))
+    if not init:
+        return [f"- iterations: {leg} on a shared 2-core CPU, 1 torch thread (no GPU)"]
+    if prior is None:
+        return [f"- iterations: {leg}, fine-tuned from {init['file']} (sha256 {init['sha256'][:12]}…)"]
+    steps, minutes, what = prior
+    total_min = minutes + st["elapsed"] / 60
+    return [
+        f"- iterations: {steps + st['step']} in all, {total_min:.1f} min of one CPU thread (no GPU): {steps} steps "
+        f"({minutes:.1f} min) of the earlier release, the {what}, then a fine-tuning leg from that file "
+        f"({init['file']}, sha256 {init['sha256'][:12]}…, fresh optimizer, warm-up and cosine decay): {leg}, "
+        "1 thread on a 2-core CPU with one other training beside it"
+    ]
+
+
+def refresh_quality(card_text: str, name: str, table: Path) -> str:
+    """Replace a card's quality section with the current rows of the quality table (training section kept)."""
+    head = card_text.split("## Quality (benchmarks/quality.py)")[0]
+    q = quality_rows(table, name)
+    tail = ["## Quality (benchmarks/quality.py)", "", *(q or ["Not measured yet."]), "", CAVEAT, ""]
+    return head + "\n".join(tail)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +190,12 @@ def main(argv: list[str] | None = None) -> int:
         if not pth.is_file():
             continue
         run = args.runs / name
+        card_path = args.models / f"{name}.md"
         if (run / "last.pt").is_file():
-            (args.models / f"{name}.md").write_text(card(name, run, pth, args.quality), encoding="utf-8")
+            card_path.write_text(card(name, run, pth, args.quality), encoding="utf-8")
+        elif card_path.is_file():  # no run here (trained in an earlier session): refresh the measured rows only
+            text = card_path.read_text(encoding="utf-8")
+            card_path.write_text(refresh_quality(text, name, args.quality), encoding="utf-8")
         index[name] = {
             "file": pth.name,
             "arch": preset.arch,
