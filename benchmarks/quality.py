@@ -4,8 +4,10 @@
     .venv/bin/python benchmarks/quality.py --models swinir --limit 2 --modes exact,nystra
     .venv/bin/python benchmarks/quality.py --models rvrt --max-frames 6 --crop 256
 
-Modes: ``exact`` = the model as trained; ``nystra`` = patch_attention(model, PnPNystra(m, iters, t, pinv_init)) at
-the trained window with bias and mask kept (the front ends' per-matrix pseudo-inverse scaling by default);
+Modes: ``exact`` = the model as trained; ``nystra`` = patch_attention(model, spec) at the trained window with bias
+and mask kept, spec being what ``core.nystra.<Model>(clip, attention="nystra")`` and ``vsnystra restore
+--attention nystra`` use for that architecture (the paper's m, iterations and t per model, per-matrix
+pseudo-inverse scaling; --landmarks/--iters/--threshold/--pinv-init override);
 ``paper`` = the research code's mode: enlarged window, bias, shift mask and Uformer's modulator dropped, with the
 paper's per-task settings (SwinIR: window 32, m 16, 2 iters, t 5; Uformer: 64, m 32, 6 iters, t 0; RVRT:
 [2, 64, 64], m 32, 6 iters, t 0; batch-global pseudo-inverse scaling); ``paper-exact`` = the same enlarged,
@@ -24,6 +26,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -37,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.registry import load_model  # noqa: E402
 from vsnystra.attention.specs import Exact, PnPNystra  # noqa: E402
+from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 from vsnystra.runtime.video import restore_video  # noqa: E402
@@ -65,6 +69,17 @@ def read(path: Path) -> torch.Tensor:
 def noisy(img: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return img + torch.randn(img.shape, generator=g) * (sigma / 255.0)
+
+
+def trained_window_spec(arch: str, args: argparse.Namespace) -> PnPNystra:
+    """The front ends' PnP-Nystra for ``arch``, with any command-line overrides."""
+    spec = attention_spec("nystra", args.landmarks, args.iters, arch)
+    assert isinstance(spec, PnPNystra)
+    if args.threshold is not None:
+        spec = replace(spec, threshold=None if args.threshold < 0 else args.threshold)
+    if args.pinv_init is not None:
+        spec = replace(spec, pinv_init=args.pinv_init)
+    return spec
 
 
 def configure(model: torch.nn.Module, mode: str, arch: str, spec: PnPNystra) -> None:
@@ -148,13 +163,13 @@ def main() -> int:
     ap.add_argument("--sequences", default="city,walk")
     ap.add_argument("--max-frames", type=int, default=0, help="first N frames of each Vid4 sequence (0 = all)")
     ap.add_argument("--crop", type=int, default=0, help="centre crop of the Vid4 frames (0 = full frames)")
-    ap.add_argument("--landmarks", type=int, default=16, help="PnP-Nystra landmarks at the trained window")
-    ap.add_argument("--iters", type=int, default=6)
-    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--landmarks", type=int, default=None, help="trained-window landmarks (default: the front ends')")
+    ap.add_argument("--iters", type=int, default=None, help="trained-window iterations (default: the front ends')")
+    ap.add_argument("--threshold", type=float, default=None, help="kernel threshold t (negative: plain exp)")
     ap.add_argument(
         "--pinv-init",
         choices=["matrix", "batch"],
-        default="matrix",
+        default=None,
         help="pseudo-inverse scaling at the trained window (matrix: the front ends' default; batch: the paper's)",
     )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
@@ -163,7 +178,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    spec = PnPNystra(landmarks=args.landmarks, iters=args.iters, threshold=args.threshold, pinv_init=args.pinv_init)
+    specs: dict[str, PnPNystra] = {}
     modes = args.modes.split(",")
     rows: list[Row] = []
 
@@ -174,6 +189,7 @@ def main() -> int:
 
     for arch in args.models.split(","):
         path = args.models_dir / DEFAULTS[arch]
+        spec = specs[arch] = trained_window_spec(arch, args)
         model = load_model(path)
         name = path.stem
         if arch == "swinir":
@@ -210,10 +226,11 @@ def main() -> int:
                             partial(run_video, model, seq, sigma, args.max_frames, args.crop),
                         )
 
+    nystra = "; ".join(f"{k}: {v}" for k, v in specs.items())
     paper = ", ".join(f"{k}: window {v[0]}, {v[1]}" for k, v in PAPER.items())
     lines = [
         f"Settings: limit={args.limit or 'all'} images/dataset, Vid4 max_frames={args.max_frames or 'all'} "
-        f"crop={args.crop or 'none'}; nystra = {spec} at the trained window; paper = {paper}, bias/mask/modulator "
+        f"crop={args.crop or 'none'}; nystra = at the trained window, {nystra}; paper = {paper}, bias/mask/modulator "
         "dropped; paper-exact = the same with Exact(); "
         f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, fp32.",
         "",

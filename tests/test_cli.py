@@ -396,9 +396,13 @@ def test_attention_defaults_follow_the_architecture() -> None:
     assert cli_model.detect_arch(RVRT_DN) == "rvrt"
     assert cli_model.detect_arch(SWINIR_X2) == "swinir"
     auto = cli_model.attention_spec("auto", None, None, "swinir")
-    assert auto == PnPNystra(landmarks=16, iters=2, threshold=5.0, pinv_init="matrix", policy="auto")
-    forced = cli_model.attention_spec("nystra", 8, None, "rvrt")
+    assert auto == PnPNystra(landmarks=16, iters=6, threshold=None, pinv_init="matrix", policy="auto")
+    enlarged = cli_model.attention_spec("auto", None, None, "swinir", enlarged_window=True)
+    assert enlarged == PnPNystra(landmarks=16, iters=2, threshold=5.0, pinv_init="matrix", policy="auto")
+    forced = cli_model.attention_spec("nystra", 8, None, "rvrt", enlarged_window=True)
     assert forced == PnPNystra(landmarks=8, iters=6, threshold=0.0, pinv_init="matrix", policy="always")
+    uformer = cli_model.attention_spec("nystra", None, None, "uformer")
+    assert uformer == PnPNystra(landmarks=32, iters=6, threshold=None, pinv_init="matrix", policy="always")
     assert cli_model.attention_spec("exact", None, None, "rvrt") == Exact()
     with pytest.raises(ValueError, match="only apply"):
         cli_model.attention_spec("exact", 8, None, "rvrt")

@@ -128,6 +128,19 @@ def test_nystra_attention_equals_patched_model() -> None:
     assert np.abs(got - exact).max() > 1e-4  # the attention really changed
 
 
+def test_nystra_defaults_at_the_trained_window_use_six_iterations_and_plain_exp() -> None:
+    clip = noise_clip(48, 40, 1)
+    got = frame_array(SwinIR(clip, model=str(SWINIR), attention="nystra", device="cpu").get_frame(0))
+    model = patch_attention(load_model(str(SWINIR)), PnPNystra(16, 6, None, pinv_init="matrix"))
+    with torch.no_grad():
+        want = restore_image(model, frame_to_tensor(clip.get_frame(0))).numpy()
+    assert np.abs(got - want).max() <= 1e-5
+    paper = patch_attention(load_model(str(SWINIR)), PnPNystra(16, 2, 5.0, pinv_init="matrix"))
+    with torch.no_grad():
+        other = restore_image(paper, frame_to_tensor(clip.get_frame(0))).numpy()
+    assert np.abs(got - other).max() > 1e-5  # not the enlarged-window settings
+
+
 def test_random_order_with_two_threads_matches_sequential_and_model_loads_once() -> None:
     old = core.num_threads
     core.num_threads = 2

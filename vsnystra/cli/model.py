@@ -47,31 +47,37 @@ class ModelSettings:
     sigma: float | None = None
 
 
-# PnP-Nystra (landmarks, iterations, kernel threshold) per architecture when the filters' table is unavailable;
-# the table in vsnystra/vs/validate.py (the paper's settings) is preferred so both front ends agree.
+# PnP-Nystra (landmarks, iterations, kernel threshold) per architecture when the filters' tables are unavailable;
+# the tables in vsnystra/vs/validate.py are preferred so both front ends agree. Paper's settings at an enlarged
+# window, 6 iterations and the plain exp kernel at the trained window (why: see validate.NYSTRA_DEFAULTS).
 _FALLBACK_NYSTRA: dict[str, tuple[int, int, float | None]] = {
     "swinir": (16, 2, 5.0),
     "uformer": (32, 6, 0.0),
     "rvrt": (32, 6, 0.0),
 }
+_FALLBACK_NYSTRA_TRAINED: dict[str, tuple[int, int, float | None]] = {
+    "swinir": (16, 6, None),
+    "uformer": (32, 6, None),
+    "rvrt": (32, 6, None),
+}
 _FILTER_NAME = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
 
 
-def _nystra_defaults(arch: str | None) -> tuple[int, int, float | None]:
+def _nystra_defaults(arch: str | None, enlarged_window: bool) -> tuple[int, int, float | None]:
     try:
-        from vsnystra.vs.validate import NYSTRA_DEFAULTS
+        from vsnystra.vs.validate import nystra_defaults
 
-        table: dict[str, tuple[int, int, float | None]] = {
-            k: (int(v[0]), int(v[1]), v[2]) for k, v in NYSTRA_DEFAULTS.items()
-        }
-        if arch in _FILTER_NAME and _FILTER_NAME[arch] in table:
-            return table[_FILTER_NAME[arch]]
+        if arch in _FILTER_NAME:
+            return nystra_defaults(_FILTER_NAME[arch], enlarged_window=enlarged_window)
     except ImportError:  # vapoursynth missing: the CLI still works on video files
         pass
-    return _FALLBACK_NYSTRA.get(arch or "", (16, 6, None))
+    table = _FALLBACK_NYSTRA if enlarged_window else _FALLBACK_NYSTRA_TRAINED
+    return table.get(arch or "", (16, 6, None))
 
 
-def attention_spec(name: str, landmarks: int | None, iters: int | None, arch: str | None = None) -> Any:
+def attention_spec(
+    name: str, landmarks: int | None, iters: int | None, arch: str | None = None, *, enlarged_window: bool = False
+) -> Any:
     """--attention/--landmarks/--iters → an attention spec, with the same per-architecture defaults as the filters.
 
     "auto" (default) = PnP-Nystra where it pays on the device, else exact; "nystra" = always PnP-Nystra.
@@ -80,7 +86,7 @@ def attention_spec(name: str, landmarks: int | None, iters: int | None, arch: st
 
     key = name.strip().lower().replace("_", "-")
     if key in ("nystra", "pnp", "pnp-nystra", "auto"):
-        m, k, t = _nystra_defaults(arch)
+        m, k, t = _nystra_defaults(arch, enlarged_window)
         return PnPNystra(
             landmarks=m if landmarks is None else landmarks,
             iters=k if iters is None else iters,
@@ -143,8 +149,10 @@ def load(settings: ModelSettings) -> LoadedModel:
     device = resolve_device(settings.device, caller="vsnystra restore")
     arch = detect_arch(path)
     dtype = compute_dtype(device, settings.half, arch)
-    spec = attention_spec(settings.attention, settings.landmarks, settings.iters, arch)
     window = _one_or_tuple(settings.window)
+    spec = attention_spec(
+        settings.attention, settings.landmarks, settings.iters, arch, enlarged_window=window is not None
+    )
     setting = AttentionSetting(spec=spec, window=window)
     model = default_cache().get(path, device=device, dtype=dtype, attention=setting)
     info = getattr(model, "info", None)

@@ -66,10 +66,6 @@ def _common(
     tile: Any,
 ) -> Common:
     half = V.check_clip(func, clip, allow_gray=func != "RVRT")
-    m, k, threshold = V.NYSTRA_DEFAULTS[func]
-    name, spec = V.attention_spec(
-        func, attention, landmarks, iters, default_landmarks=m, default_iters=k, threshold=threshold
-    )
     win: int | tuple[int, ...] | None = None
     if window is not None:
         if func == "RVRT":
@@ -77,6 +73,10 @@ def _common(
             win = (2, *sizes) if len(sizes) == 2 else sizes
         else:
             win = V.check_int(func, "window", window, minimum=1)
+    m, k, threshold = V.nystra_defaults(func, enlarged_window=win is not None)
+    name, spec = V.attention_spec(
+        func, attention, landmarks, iters, default_landmarks=m, default_iters=k, threshold=threshold
+    )
     tile_wh: tuple[int, int] | None = None
     if tile is not None:
         sizes = V.check_ints(func, "tile", tile, lengths=(1, 2), minimum=0, hint=" ([w, h] in input pixels)")
