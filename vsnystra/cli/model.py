@@ -47,34 +47,6 @@ class ModelSettings:
     sigma: float | None = None
 
 
-# PnP-Nystra (landmarks, iterations, kernel threshold) per architecture when the filters' tables are unavailable;
-# the tables in vsnystra/vs/validate.py are preferred so both front ends agree. Paper's settings at an enlarged
-# window, 6 iterations and the plain exp kernel at the trained window (why: see validate.NYSTRA_DEFAULTS).
-_FALLBACK_NYSTRA: dict[str, tuple[int, int, float | None]] = {
-    "swinir": (16, 2, 5.0),
-    "uformer": (32, 6, 0.0),
-    "rvrt": (32, 6, 0.0),
-}
-_FALLBACK_NYSTRA_TRAINED: dict[str, tuple[int, int, float | None]] = {
-    "swinir": (16, 6, None),
-    "uformer": (32, 6, None),
-    "rvrt": (32, 6, None),
-}
-_FILTER_NAME = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
-
-
-def _nystra_defaults(arch: str | None, enlarged_window: bool) -> tuple[int, int, float | None]:
-    try:
-        from vsnystra.vs.validate import nystra_defaults
-
-        if arch in _FILTER_NAME:
-            return nystra_defaults(_FILTER_NAME[arch], enlarged_window=enlarged_window)
-    except ImportError:  # vapoursynth missing: the CLI still works on video files
-        pass
-    table = _FALLBACK_NYSTRA if enlarged_window else _FALLBACK_NYSTRA_TRAINED
-    return table.get(arch or "", (16, 6, None))
-
-
 def attention_spec(
     name: str, landmarks: int | None, iters: int | None, arch: str | None = None, *, enlarged_window: bool = False
 ) -> Any:
@@ -82,11 +54,12 @@ def attention_spec(
 
     "auto" (default) = PnP-Nystra where it pays on the device, else exact; "nystra" = always PnP-Nystra.
     """
+    from vsnystra.attention.defaults import nystra_defaults
     from vsnystra.attention.specs import Exact, Naive, PnPNystra
 
     key = name.strip().lower().replace("_", "-")
     if key in ("nystra", "pnp", "pnp-nystra", "auto"):
-        m, k, t = _nystra_defaults(arch, enlarged_window)
+        m, k, t = nystra_defaults(arch, enlarged_window=enlarged_window)
         return PnPNystra(
             landmarks=m if landmarks is None else landmarks,
             iters=k if iters is None else iters,

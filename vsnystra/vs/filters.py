@@ -19,6 +19,7 @@ import vapoursynth as vs
 from torch import nn
 
 from vsnystra.archs.base import ModelInfo
+from vsnystra.attention.defaults import nystra_defaults
 from vsnystra.attention.specs import AttentionSpec
 from vsnystra.runtime.cache import AttentionSetting, default_cache
 from vsnystra.runtime.device import compute_dtype, resolve_device, run_on_device, run_with_oom_retry
@@ -73,7 +74,7 @@ def _common(
             win = (2, *sizes) if len(sizes) == 2 else sizes
         else:
             win = V.check_int(func, "window", window, minimum=1)
-    m, k, threshold = V.nystra_defaults(func, enlarged_window=win is not None)
+    m, k, threshold = nystra_defaults(func, enlarged_window=win is not None)
     name, spec = V.attention_spec(
         func, attention, landmarks, iters, default_landmarks=m, default_iters=k, threshold=threshold
     )

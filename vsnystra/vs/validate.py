@@ -144,29 +144,6 @@ def attention_spec(
     return name, PnPNystra(landmarks=m, iters=k, threshold=threshold, pinv_init=FRONT_END_PINV_INIT, policy=policy)
 
 
-# PnP-Nystra defaults per architecture: (landmarks, iterations, kernel threshold).
-# At an enlarged window (``window`` given) the paper's settings (notes/method.md §3). At the trained window, with the
-# relative-position bias and shift mask kept, the paper's landmark count with 6 iterations and the plain exp kernel:
-# the 2 iterations and the thresholded kernel were chosen for bias-free enlarged windows and cost more there
-# (training crops, Urban100 from shared/data/train, not evaluation data: SwinIR x2 m 16: 0.05 dB with 6 iterations,
-# 0.28 dB with 2 and t 5; Uformer sigma 15/25/50 m 32: 0.10/0.11/0.07 dB with plain exp, m 16: 0.30/0.30/0.20).
-NYSTRA_DEFAULTS: dict[str, tuple[int, int, float | None]] = {
-    "SwinIR": (16, 2, 5.0),
-    "Uformer": (32, 6, 0.0),
-    "RVRT": (32, 6, 0.0),
-}
-NYSTRA_TRAINED_WINDOW_DEFAULTS: dict[str, tuple[int, int, float | None]] = {
-    "SwinIR": (16, 6, None),
-    "Uformer": (32, 6, None),
-    "RVRT": (32, 6, None),
-}
-
-
-def nystra_defaults(func: str, *, enlarged_window: bool) -> tuple[int, int, float | None]:
-    """(landmarks, iterations, threshold) for ``func``: the paper's when the window is enlarged, else trained-window."""
-    return (NYSTRA_DEFAULTS if enlarged_window else NYSTRA_TRAINED_WINDOW_DEFAULTS)[func]
-
-
 def resolve_model_path(func: str, model: Any) -> Path:
     """A checkpoint path from ``model`` (zoo name or file path), or the bundled default when model is not given."""
     text = as_text(func, "model", model)
