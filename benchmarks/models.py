@@ -9,7 +9,8 @@ Settings (random weights, the architecture decides the cost):
   a  Naive at the trained window, masks rebuilt and bias gathered on every block call as upstream does at
      non-training sizes (emulates the stock upstream model)
   b  Exact (fused SDPA) at the trained window
-  c  PnP-Nystra at the trained window (bias and mask kept)
+  c  PnP-Nystra at the trained window, bias and mask kept, with the front ends' defaults (paper's landmarks, 6 iters,
+     plain exp, per-window pseudo-inverse scaling)
   d  Exact at the paper's enlarged window (SwinIR 32, Uformer 64), bias and mask dropped as the research code
   e  PnP-Nystra at the enlarged window (SwinIR m 16, 2 iters, t 5; Uformer m 32, 6 iters, t 0), bias/mask dropped
   f  Naive at the enlarged window, bias/mask dropped: the paper's own baseline (the research code's "Original",
@@ -42,6 +43,7 @@ from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.swinir import SwinIR  # noqa: E402
 from vsnystra.archs.uformer import Uformer  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -108,10 +110,15 @@ def settings(arch: str) -> list[tuple[str, Callable[[torch.nn.Module], object]]]
         stock(m, False)
         patch_attention(m, Exact())
 
+    trained = attention_spec("nystra", None, None, arch)  # what the filters and the CLI run at the trained window
+
+    def c(m: torch.nn.Module) -> None:
+        patch_attention(m, trained)
+
     return [
         ("a Naive, trained window, upstream per-forward mask/bias rebuild", a),
         ("b Exact, trained window", b),
-        ("c PnP-Nystra, trained window", lambda m: patch_attention(m, spec)),
+        (f"c PnP-Nystra, trained window, {trained.landmarks} landmarks, {trained.iters} iters (front ends')", c),
         (f"d Exact, window {window}, no bias/mask", lambda m: patch_attention(m, Exact(), window=window, **drop)),
         (f"e PnP-Nystra, window {window}, no bias/mask", lambda m: patch_attention(m, spec, window=window, **drop)),
         (
