@@ -55,3 +55,23 @@ def test_autograd_takes_the_plain_path() -> None:
         assert calls  # inference does use the fused op
     finally:
         object.__setattr__(fused_op, "_linear_pointwise", real)
+
+
+@pytest.mark.parametrize("dtype", _dtypes())
+def test_onednn_linear_equals_nn_linear_and_keeps_its_keys(dtype: torch.dtype) -> None:
+    ref = nn.Linear(30, 90).to(dtype)
+    lin = fused.Linear(30, 90).to(dtype)
+    lin.load_state_dict(ref.state_dict(), strict=True)
+    assert set(lin.state_dict()) == {"weight", "bias"}
+    no_bias = fused.Linear(30, 90, bias=False).to(dtype)
+    no_bias.weight.data.copy_(ref.weight.data)
+    x = torch.randn(4, 49, 30, dtype=dtype)
+    strided = torch.randn(4, 30, 49, dtype=dtype).transpose(1, 2)  # a non-contiguous view, as after a window gather
+    tol = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 3e-2, "rtol": 2e-2}
+    with torch.no_grad():
+        for inp in (x, strided):
+            torch.testing.assert_close(lin(inp), ref(inp), **tol)
+            torch.testing.assert_close(no_bias(inp), F.linear(inp, ref.weight), **tol)
+    y = lin(x.requires_grad_())  # training: the plain, differentiable op
+    y.sum().backward()
+    assert lin.weight.grad is not None and x.grad is not None

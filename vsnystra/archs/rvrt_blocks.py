@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
-from vsnystra.archs.fused import Mlp
+from vsnystra.archs.fused import Linear, Mlp
 from vsnystra.archs.rvrt_gda import FrameConv3d, Permute
 from vsnystra.attention import attention
 
@@ -111,8 +111,8 @@ class WindowAttention(nn.Module):
         rows = (2 * window[0] - 1) * (2 * window[1] - 1) * (2 * window[2] - 1)
         self.relative_position_bias_table = nn.Parameter(torch.zeros(rows, heads))
         self.register_buffer("relative_position_index", position_index(window))
-        self.qkv_self = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv_self = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
 
     def bias(self, n: int) -> torch.Tensor:
         """(nH, n, n) relative-position bias from the first n x n index entries (upstream's clipped-window rule)."""
@@ -229,7 +229,7 @@ class RSTB(nn.Module):
     def __init__(self, dim: int, depth: int, heads: int, window: Size3, mlp_ratio: float, qkv_bias: bool) -> None:
         super().__init__()
         self.residual_group = STG(dim, depth, heads, window, mlp_ratio, qkv_bias)
-        self.linear = nn.Linear(dim, dim)
+        self.linear = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear(self.residual_group(x.permute(0, 2, 3, 4, 1)))

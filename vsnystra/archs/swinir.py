@@ -26,7 +26,7 @@ from vsnystra.archs.common import (
     shift_mask,
     tokens_to_image,
 )
-from vsnystra.archs.fused import Mlp
+from vsnystra.archs.fused import Linear, Mlp
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
 
@@ -45,8 +45,8 @@ class WindowAttention(nn.Module):
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index((window, window)))
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = Linear(dim, dim)
         self._bias = RelativeBiasCache()
 
     def bias(self, window: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:

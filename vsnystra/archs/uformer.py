@@ -27,7 +27,7 @@ from vsnystra.archs.common import (
     relative_position_index,
     tokens_to_image,
 )
-from vsnystra.archs.fused import conv_gelu, linear_gelu
+from vsnystra.archs.fused import Linear, conv_gelu, linear_gelu
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
 
@@ -62,8 +62,8 @@ class LinearProjection(nn.Module):
     def __init__(self, dim: int, heads: int, bias: bool) -> None:
         super().__init__()
         self.heads = heads
-        self.to_q = nn.Linear(dim, dim, bias=bias)
-        self.to_kv = nn.Linear(dim, 2 * dim, bias=bias)
+        self.to_q = Linear(dim, dim, bias=bias)
+        self.to_kv = Linear(dim, 2 * dim, bias=bias)
 
     def forward(self, x: torch.Tensor, window: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         bn, n, c = x.shape
@@ -107,7 +107,7 @@ class WindowAttention(nn.Module):
             self.qkv = ConvProjection(dim, heads, qkv_bias)
         else:
             raise ValueError(f"Uformer: token_projection must be 'linear' or 'conv', got {projection!r}")
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self._bias = RelativeBiasCache()
 
     def forward(
@@ -136,7 +136,7 @@ class LeFF(nn.Module):
         super().__init__()
         self.linear1 = nn.Sequential(nn.Linear(dim, hidden), nn.GELU())
         self.dwconv = nn.Sequential(nn.Conv2d(hidden, hidden, 3, 1, 1, groups=hidden), nn.GELU())
-        self.linear2 = nn.Sequential(nn.Linear(hidden, dim))
+        self.linear2 = nn.Sequential(Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         fc, conv = cast(nn.Linear, self.linear1[0]), cast(nn.Conv2d, self.dwconv[0])
