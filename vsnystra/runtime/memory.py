@@ -4,10 +4,10 @@ Why: glibc hands every large tensor a fresh ``mmap`` and returns it on free, so 
 model (tens of MB per layer) is faulted in 4 KiB page by page on every forward. torch's CPU allocator can instead ask
 the kernel for 2 MiB pages on blocks of 2 MiB and more (``THP_MEM_ALLOC_ENABLE=1``), 512 times fewer faults: on the
 2-core KVM guest this project is built on, Uformer-B at 256x256 ran 1.13x faster at its trained window and 1.05x at
-window 64 (benchmarks/models.py, 1 thread, with and without the variable). torch reads the
-variable once, at its first CPU allocation, so the front ends set it before they load a model: the VapourSynth
-bridge before it imports the filters, and the command lines at start. A value the user has set wins, and where
-torch already allocated (another plugin imported it first) nothing changes.
+window 64, SwinIR-M x2 1.27x at its trained window (benchmarks/models.py, 1 thread, with and without the
+variable). torch reads the variable once, at its first CPU allocation, so the front ends set it before they load a
+model: the VapourSynth bridge before it imports the filters, and the command lines at start. A value the user has
+set wins, and where torch already allocated (another plugin imported it first) nothing changes.
 """
 
 from __future__ import annotations
