@@ -54,7 +54,7 @@ def attention_spec(
 
     "auto" (default) = PnP-Nystra where it pays on the device, else exact; "nystra" = always PnP-Nystra.
     """
-    from vsnystra.attention.defaults import nystra_defaults
+    from vsnystra.attention.defaults import FRONT_END_PINV_INIT, nystra_defaults
     from vsnystra.attention.specs import Exact, Naive, PnPNystra
 
     key = name.strip().lower().replace("_", "-")
@@ -64,7 +64,7 @@ def attention_spec(
             landmarks=m if landmarks is None else landmarks,
             iters=k if iters is None else iters,
             threshold=t,
-            pinv_init="matrix",  # as the filters (vsnystra.vs.validate.FRONT_END_PINV_INIT)
+            pinv_init=FRONT_END_PINV_INIT,
             policy="auto" if key == "auto" else "always",
         )
     if landmarks is not None or iters is not None:

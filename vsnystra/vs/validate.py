@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import vapoursynth as vs
 
+from vsnystra.attention.defaults import FRONT_END_PINV_INIT
 from vsnystra.attention.specs import AttentionSpec, Exact, PnPNystra
 
 ATTENTION_CHOICES = ("nystra", "exact", "auto")
@@ -110,13 +111,6 @@ def check_sigma(func: str, sigma: Any) -> float:
     if not math.isfinite(value) or value < 0 or value > 255:
         raise fail(func, f"sigma must be between 0 and 255 (noise level on the 0-255 scale), got {sigma!r}")
     return value
-
-
-# Per-window-and-head scaling of the pseudo-inverse start (the research code scales by the whole batch): each
-# window's inverse converges on its own, and a frame's output no longer depends on what else is in the batch
-# (tile size, frame size). Measured on training crops (not evaluation data): SwinIR x2 default at its trained window,
-# m 16, 6 iterations, 0.58 -> 0.06 dB drop; at window 32 (paper settings) 0.38 -> 0.28 dB.
-FRONT_END_PINV_INIT: Literal["matrix"] = "matrix"
 
 
 def attention_spec(
