@@ -71,7 +71,8 @@ def _exact_by_pattern(
     dt = q.dtype
     term = mask[list(runs.reps)].to(dt).unsqueeze(1)
     term = (term + bias.to(dt).unsqueeze(0)) if bias is not None else term.expand(-1, nh, n, n).contiguous()
-    out = torch.empty(bn, nh, n, v.shape[-1], dtype=dt, device=q.device)
+    # token-major storage, as SDPA's own output: the callers' out.transpose(1, 2).reshape(bn, n, c) is then a view
+    out = torch.empty(bn, n, nh, v.shape[-1], dtype=dt, device=q.device).transpose(1, 2)
     for img in range(bn // nw):
         for w0, w1, u in runs.runs:
             s, e = img * nw + w0, img * nw + w1
