@@ -309,6 +309,38 @@ def test_vpy_input(tmp_path: Path) -> None:
     assert np.abs(y.reshape(-1, 3).mean(0) - expected).max() < 2.5  # BT.709 limited range, as tagged
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the swallow is the point
+def test_a_signal_swallowed_inside_del_still_stops_the_frame_loop() -> None:
+    from vsnystra.cli import interrupt
+
+    class SignalsWhileCollected:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler's KeyboardInterrupt is "ignored" inside __del__
+
+    with cli_main._sigterm_as_interrupt():
+        try:
+            obj = SignalsWhileCollected()
+            del obj
+            for _ in range(1000):  # let a pending handler run
+                pass
+        except KeyboardInterrupt:
+            pass  # delivered after __del__ returned: the flag must be set either way
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+    interrupt.clear()
+    interrupt.check()  # a new run starts clean
+
+
+def test_ignored_signals_stay_ignored() -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        with cli_main._sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_IGN, signal.SIG_DFL)
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_killed_run_leaves_no_final_file_and_rerun_finishes(tmp_path: Path) -> None:
     script = tmp_path / "long.vpy"
     script.write_text(VPY)

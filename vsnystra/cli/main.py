@@ -16,6 +16,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
+from vsnystra.cli import interrupt
 from vsnystra.cli.media import CODECS, DEFAULT_CRF, DEFAULT_PIX_FMT, EncodeSettings
 
 log = logging.getLogger("vsnystra.cli")
@@ -121,14 +122,16 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise KeyboardInterrupt so temporary outputs are cleaned up like on Ctrl-C."""
+    """SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt so temporary outputs are cleaned up, and flag the stop."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        interrupt.request_stop()  # survives if the exception below is raised where Python swallows it
         raise KeyboardInterrupt(f"signal {signum}")
 
+    interrupt.clear()
     old = {}
-    for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if sig is not None:
+    for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:  # nohup, background jobs: stay ignored
             with suppress(ValueError):  # not the main thread: leave signals alone
                 old[sig] = signal.signal(sig, handler)
     try:

@@ -23,6 +23,7 @@ import av
 import av.stream
 import numpy as np
 
+from vsnystra.cli import interrupt
 from vsnystra.cli.media import Colour, EncodeSettings, FrameConverter, add_video_stream
 
 log = logging.getLogger(__name__)
@@ -328,6 +329,7 @@ def _run(
                 out.mux(pkt)
 
         for y in frames:
+            interrupt.check()
             if vout is None:
                 vout = add_video_stream(
                     out,
