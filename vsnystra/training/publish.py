@@ -59,6 +59,7 @@ NOTES = {
 }
 
 
+QUALITY_HEADING = "## Quality (benchmarks/quality.py)"
 CAVEAT = "Small model, short CPU training: far below the official checkpoints; use those for real work."
 
 # Earlier releases that a run was fine-tuned from (``--init``), by the sha256 of the file it started from: their
@@ -138,12 +139,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
         *iteration_lines(st),
         f"- final training loss (mean of the last {len(tail)} steps): {sum(tail) / len(tail):.5f}",
         "",
-        "## Quality (benchmarks/quality.py)",
-        "",
-        *(q or ["Not measured yet."]),
-        "",
-        CAVEAT,
-        "",
+        *quality_section(q),
     ]
     return "\n".join(lines)
 
@@ -169,10 +165,13 @@ def iteration_lines(st: dict[str, Any]) -> list[str]:
 
 def refresh_quality(card_text: str, name: str, table: Path) -> str:
     """Replace a card's quality section with the current rows of the quality table (training section kept)."""
-    head = card_text.split("## Quality (benchmarks/quality.py)")[0]
-    q = quality_rows(table, name)
-    tail = ["## Quality (benchmarks/quality.py)", "", *(q or ["Not measured yet."]), "", CAVEAT, ""]
-    return head + "\n".join(tail)
+    head = card_text.split(QUALITY_HEADING)[0]
+    return head + "\n".join(quality_section(quality_rows(table, name)))
+
+
+def quality_section(rows: list[str]) -> list[str]:
+    """A card's closing section: the model's rows of the quality table and the caveat."""
+    return [QUALITY_HEADING, "", *(rows or ["Not measured yet."]), "", CAVEAT, ""]
 
 
 def main(argv: list[str] | None = None) -> int:
