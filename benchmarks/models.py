@@ -42,7 +42,8 @@ from vsnystra.archs.common import RelativeBiasCache  # noqa: E402
 from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.swinir import SwinIR  # noqa: E402
 from vsnystra.archs.uformer import Uformer  # noqa: E402
-from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+from vsnystra.attention.defaults import paper_setting  # noqa: E402
+from vsnystra.attention.specs import Exact, Naive  # noqa: E402
 from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
@@ -51,10 +52,7 @@ BABY = SHARED / "data" / "images" / "Set5" / "HR" / "baby.png"
 PARITY = SHARED / "fixtures" / "parity"
 RESULTS = ROOT / "benchmarks" / "results" / "models.md"
 
-PAPER = {
-    "swinir": (32, PnPNystra(landmarks=16, iters=2, threshold=5.0)),
-    "uformer": (64, PnPNystra(landmarks=32, iters=6, threshold=0.0)),
-}
+PAPER = {arch: paper_setting(arch) for arch in ("swinir", "uformer")}
 
 
 def build(arch: str) -> torch.nn.Module:

@@ -39,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.registry import load_model  # noqa: E402
+from vsnystra.attention.defaults import paper_setting  # noqa: E402
 from vsnystra.attention.specs import Exact, PnPNystra  # noqa: E402
 from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
@@ -54,11 +55,7 @@ DEFAULTS = {
     "uformer": "uformer-denoise-small.pth",
     "rvrt": "rvrt-denoise-small.pth",
 }
-PAPER: dict[str, tuple[int | tuple[int, ...], PnPNystra]] = {
-    "swinir": (32, PnPNystra(landmarks=16, iters=2, threshold=5.0)),
-    "uformer": (64, PnPNystra(landmarks=32, iters=6, threshold=0.0)),
-    "rvrt": ((2, 64, 64), PnPNystra(landmarks=32, iters=6, threshold=0.0)),
-}
+PAPER = {arch: paper_setting(arch) for arch in DEFAULTS}
 
 
 def read(path: Path) -> torch.Tensor:

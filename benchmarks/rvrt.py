@@ -55,11 +55,12 @@ from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.rvrt import RVRT, build  # noqa: E402
 from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack  # noqa: E402
 from vsnystra.archs.spynet import SpyNet  # noqa: E402
-from vsnystra.attention.specs import Exact, Naive, PnPNystra  # noqa: E402
+from vsnystra.attention.defaults import paper_setting  # noqa: E402
+from vsnystra.attention.specs import Exact, Naive  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "rvrt.md"
-PNP = PnPNystra(landmarks=32, iters=6, threshold=0.0)
+PNP = paper_setting("rvrt")[1]
 SETTINGS: dict[str, tuple[str, Any, dict[str, Any]]] = {
     "a": ("Naive, trained [2,8,8] (stock)", Naive(), {}),
     "b": ("Exact, trained [2,8,8]", Exact(), {}),

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from vsnystra.attention.specs import PnPNystra
+
 # Per-window-and-head scaling of the pseudo-inverse start (the research code scales by the whole batch): each
 # window's inverse converges on its own, and a frame's output no longer depends on what else is in the batch
 # (tile size, frame size). Measured on training crops (not evaluation data): SwinIR x2 default at its trained window,
@@ -35,3 +37,13 @@ def nystra_defaults(arch: str | None, *, enlarged_window: bool) -> tuple[int, in
     """(landmarks, iterations, threshold) for ``arch`` ("swinir", "uformer", "rvrt"; case-insensitive)."""
     table = PAPER_WINDOW if enlarged_window else TRAINED_WINDOW
     return table.get((arch or "").lower(), OTHER)
+
+
+# The paper's enlarged windows per architecture (notes/method.md §3).
+PAPER_WINDOW_SIZE: dict[str, int | tuple[int, int, int]] = {"swinir": 32, "uformer": 64, "rvrt": (2, 64, 64)}
+
+
+def paper_setting(arch: str) -> tuple[int | tuple[int, int, int], PnPNystra]:
+    """The research code's setting for ``arch``: its enlarged window and PnP-Nystra (batch-global pinv scaling)."""
+    m, k, t = PAPER_WINDOW[arch]
+    return PAPER_WINDOW_SIZE[arch], PnPNystra(landmarks=m, iters=k, threshold=t)
