@@ -398,6 +398,27 @@ def test_guard_end_to_end_on_sharp_logits() -> None:
     assert rel(raw, exact) > 5.0 > 1.0 > rel(fixed, exact)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_paper_path_chunked_equals_one_chunk_bit_for_bit(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    """The staged, chunked research-code path (reused [V, 1] buffer, output written in place) changes no bit."""
+    from vsnystra.attention import nystra
+
+    q, k, v = window_qkv(64, 64, 32, 2, 16, sharpness=4.0, seed=1, dtype=dtype)  # 4 windows, guard fires
+    qs, ks, vs = (t[..., 1:] for t in (torch.cat([x[..., :1], x], -1) for x in (q, k, v)))  # strided, like qkv
+    assert not vs.is_contiguous() and torch.equal(vs, v)
+    spec = PnPNystra(16, 6, None)
+    whole = paper_attention(qs, ks, vs, scale=0.25, spec=spec, window=None)
+    monkeypatch.setattr(nystra, "_CHUNK_ELEMENTS", {"cpu": 1})
+    monkeypatch.setattr(nystra, "_CHUNK_ELEMENTS_THREADED", 1)  # one window per chunk
+    chunked = paper_attention(qs, ks, vs, scale=0.25, spec=spec, window=None)
+    assert chunked.dtype == dtype and torch.equal(chunked, whole)
+    raw = paper_attention(qs, ks, vs, scale=0.25, spec=PnPNystra(16, 6, None, guard=False), window=None)
+    changed = (raw != chunked).any(-1)
+    assert int(changed.sum()) > 0  # the guard ran inside the chunks
+    exact = attention(q.float(), k.float(), v.float(), scale=0.25).to(dtype)
+    assert rel(chunked.float(), exact.float()) < 1.0
+
+
 # ---------------------------------------------------------------- policy and spec validation
 
 

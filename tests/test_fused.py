@@ -75,3 +75,27 @@ def test_onednn_linear_equals_nn_linear_and_keeps_its_keys(dtype: torch.dtype) -
     y = lin(x.requires_grad_())  # training: the plain, differentiable op
     y.sum().backward()
     assert lin.weight.grad is not None and x.grad is not None
+
+
+def test_plain_ops_turns_the_fused_path_off_in_its_block_only() -> None:
+    mlp = fused.Mlp(8, 32)
+    x = torch.randn(3, 5, 8)
+    calls = []
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def spy(*args: object) -> torch.Tensor:
+        calls.append(1)
+        return real(*args)
+
+    fused_op = torch.ops.mkldnn
+    try:
+        object.__setattr__(fused_op, "_linear_pointwise", spy)
+        with torch.no_grad():
+            with fused.plain_ops():
+                plain = mlp(x)
+            assert not calls
+            fast = mlp(x)
+        assert calls  # back on after the block
+        torch.testing.assert_close(plain, fast, atol=1e-5, rtol=1e-5)
+    finally:
+        object.__setattr__(fused_op, "_linear_pointwise", real)

@@ -10,8 +10,11 @@ fused result with the plain one, so a build whose op misbehaves is never used.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import logging
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +23,21 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 _DTYPES = (torch.float32, torch.bfloat16)
+_PLAIN: contextvars.ContextVar[bool] = contextvars.ContextVar("vsnystra_plain_ops", default=False)
+
+
+@contextlib.contextmanager
+def plain_ops() -> Iterator[None]:
+    """Inside this block (this thread or task only) every layer takes the plain aten path, as upstream's would.
+
+    Why: to time the stock computation side by side with ours (benchmarks/models.py, setting a) and to rule the
+    fused path out when a result is questioned. Nothing global changes.
+    """
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
 
 
 @functools.cache
@@ -57,7 +75,7 @@ def fused_available(dtype: torch.dtype) -> bool:
 
 
 def _use_fused(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling():
+    if x.device.type != "cpu" or x.dtype != weight.dtype or torch.compiler.is_compiling() or _PLAIN.get():
         return False
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
         return False  # the fused ops have no backward

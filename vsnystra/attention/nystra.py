@@ -151,28 +151,82 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
+class _Staging:
+    """q·scale and k of all windows in the working dtype, and [V, 1] of one chunk in a buffer reused across chunks.
+
+    Why: v arrives as a strided slice of the fused qkv projection; concatenating a ones column to it per chunk (or
+    widening it whole in half precision) allocates fresh multi-MB buffers on every call, and on CPU their first touch
+    (page faults) cost more than the arithmetic: ~35 ms of a 100 ms window-64 Uformer level in bf16. One chunk-sized
+    buffer stays allocated and in cache. Values are the same element for element, so no bit of the output changes.
+    """
+
+    def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rows: int) -> None:
+        self.q, self.k, self.v, self.scale = q, k, v, scale
+        self.wd = _work_dtype(q.dtype)
+        self.inplace = not _differentiable(q, k, v)
+        if self.inplace:
+            dev, (_, nh, n, _), dv = q.device, q.shape, v.shape[-1]
+            self.qs_all = _dense_scaled(q, scale, self.wd)
+            self.k_all = _dense(k, self.wd)
+            self.v1 = torch.empty(rows, nh, n, dv + 1, dtype=self.wd, device=dev)
+            self.v1[..., dv] = 1
+
+    def qk(self, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(q·scale, k) of windows [s, e); in place they live in the shared buffers until the next call."""
+        q, k = self.q[s:e], self.k[s:e]
+        if not self.inplace:
+            return q.to(self.wd).mul(self.scale), k.to(self.wd)
+        return self.qs_all[s:e], self.k_all[s:e]
+
+    def values(self, s: int, e: int) -> torch.Tensor:
+        """[V, 1] of windows [s, e): one matmul gives numerator and denominator."""
+        v = self.v[s:e]
+        if not self.inplace:
+            v = v.to(self.wd)
+            return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+        v1 = self.v1[: e - s]
+        v1[..., :-1].copy_(v)
+        return v1
+
+
 def paper_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, spec: PnPNystra, window: tuple[int, ...] | None
 ) -> torch.Tensor:
-    """PnP-Nystra exactly as the research code computes it (no bias, no mask)."""
+    """PnP-Nystra exactly as the research code computes it (no bias, no mask), chunk by chunk of windows.
+
+    Two passes over the chunks: the landmarks of every window first (the pseudo-inverse's batch scaling needs them
+    all), then the kernels and the output.
+    """
     bn, nh, n, _ = q.shape
-    wd = _work_dtype(q.dtype)
     grid = token_grid(n, window)
     lgrid = landmark_grid(grid, spec.landmarks)
-    qs, k = _dense_scaled(q, scale, wd), _dense(k, wd)
-    v = v.to(wd)
-    q_m = pool_tokens(qs, grid, lgrid)
-    k_m = pool_tokens(k, grid, lgrid)
-    ip = not _differentiable(q, k, v)
+    chunks = list(_chunks(bn, nh * n * math.prod(lgrid), q.device))
+    stage = _Staging(q, k, v, scale, max(e - s for s, e in chunks))
+    ip = stage.inplace
+    marks = []
+    for s, e in chunks:
+        qs, kc = stage.qk(s, e)
+        marks.append((pool_tokens(qs, grid, lgrid), pool_tokens(kc, grid, lgrid)))
+    q_m = marks[0][0] if len(marks) == 1 else torch.cat([a for a, _ in marks])
+    k_m = marks[0][1] if len(marks) == 1 else torch.cat([b for _, b in marks])
     z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold, ip), spec.iters, spec.pinv_init)
-    out, good = _buffers(v, spec.guard)
-    for s, e in _chunks(bn, nh * n * q_m.shape[2], q.device):
-        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
-        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold, ip)
-        _chunk_output(out, good, s, e, kl @ z[s:e], ku, v, ip, spec.guard)
-    if spec.guard:
-        _guard_rows(out, good, qs, k, v, None, None, 1)
-    return out.to(q.dtype)
+    out = torch.empty(v.shape, dtype=q.dtype, device=q.device)
+    for s, e in chunks:
+        qs, kc = stage.qk(s, e)
+        v1 = stage.values(s, e)
+        kl = kernel_(qs @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
+        ku = kernel_(q_m[s:e] @ kc.transpose(-2, -1), spec.threshold, ip)
+        prod = (kl @ z[s:e]) @ (ku @ v1)
+        # the research code's normalisation, straight into the output when no cast is needed
+        dest = out[s:e] if ip and out.dtype == stage.wd else None
+        res = torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=dest)
+        if spec.guard:
+            good = _rows_ok(res, prod[..., -1], v1[..., :-1])
+            if isinstance(good, torch.Tensor):
+                _guard_rows(res, good, qs, kc, v1[..., :-1], None, None, 1)
+        if dest is None:
+            out[s:e] = res
+    return out
 
 
 @functools.lru_cache(maxsize=16)
