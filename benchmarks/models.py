@@ -11,8 +11,8 @@ Settings (random weights, the architecture decides the cost):
      plain_ops): the stock upstream model emulated in our code. Our gathers and channels-last views stay, so this
      still understates the stock cost; benchmarks/upstream.py times the upstream modules themselves
   b  Exact (fused SDPA) at the trained window
-  c  PnP-Nystra at the trained window, bias and mask kept, with the front ends' defaults (paper's landmarks, 6 iters,
-     plain exp, per-window pseudo-inverse scaling)
+  c  PnP-Nystra at the trained window, bias and mask kept, with the front ends' defaults (paper's landmarks,
+     6 iterations, Uformer 8; plain exp, per-window pseudo-inverse scaling)
   d  Exact at the paper's enlarged window (SwinIR 32, Uformer 64), bias and mask dropped as the research code
   e  PnP-Nystra at the enlarged window (SwinIR m 16, 2 iters, t 5; Uformer m 32, 6 iters, t 0), bias/mask dropped
   f  Naive at the enlarged window, bias/mask dropped: the paper's own baseline (the research code's "Original",

@@ -434,7 +434,7 @@ def test_attention_defaults_follow_the_architecture() -> None:
     forced = cli_model.attention_spec("nystra", 8, None, "rvrt", enlarged_window=True)
     assert forced == PnPNystra(landmarks=8, iters=6, threshold=0.0, pinv_init="matrix", policy="always")
     uformer = cli_model.attention_spec("nystra", None, None, "uformer")
-    assert uformer == PnPNystra(landmarks=32, iters=6, threshold=None, pinv_init="matrix", policy="always")
+    assert uformer == PnPNystra(landmarks=32, iters=8, threshold=None, pinv_init="matrix", policy="always")
     assert cli_model.attention_spec("exact", None, None, "rvrt") == Exact()
     with pytest.raises(ValueError, match="only apply"):
         cli_model.attention_spec("exact", 8, None, "rvrt")
