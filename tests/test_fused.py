@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,26 +38,32 @@ def test_linear_and_conv_gelu_equal_the_plain_ops(dtype: torch.dtype) -> None:
         torch.testing.assert_close(y, F.gelu(conv(img)), **tol)
 
 
-def test_autograd_takes_the_plain_path() -> None:
-    mlp = fused.Mlp(8, 32)
-    x = torch.randn(3, 5, 8, requires_grad=True)
-    calls = []
+@contextlib.contextmanager
+def fused_linear_calls() -> Iterator[list[int]]:
+    """Counts the calls to oneDNN's fused linear inside the block (one entry per call)."""
+    calls: list[int] = []
     real = torch.ops.mkldnn._linear_pointwise
 
     def spy(*args: object) -> torch.Tensor:
         calls.append(1)
         return real(*args)
 
-    fused_op = torch.ops.mkldnn
+    object.__setattr__(torch.ops.mkldnn, "_linear_pointwise", spy)
     try:
-        object.__setattr__(fused_op, "_linear_pointwise", spy)
+        yield calls
+    finally:
+        object.__setattr__(torch.ops.mkldnn, "_linear_pointwise", real)
+
+
+def test_autograd_takes_the_plain_path() -> None:
+    mlp = fused.Mlp(8, 32)
+    x = torch.randn(3, 5, 8, requires_grad=True)
+    with fused_linear_calls() as calls:
         mlp(x).sum().backward()
         assert not calls and x.grad is not None and mlp.fc1.weight.grad is not None
         with torch.no_grad():
             mlp(x)
         assert calls  # inference does use the fused op
-    finally:
-        object.__setattr__(fused_op, "_linear_pointwise", real)
 
 
 @pytest.mark.parametrize("dtype", _dtypes())
@@ -80,22 +89,10 @@ def test_onednn_linear_equals_nn_linear_and_keeps_its_keys(dtype: torch.dtype) -
 def test_plain_ops_turns_the_fused_path_off_in_its_block_only() -> None:
     mlp = fused.Mlp(8, 32)
     x = torch.randn(3, 5, 8)
-    calls = []
-    real = torch.ops.mkldnn._linear_pointwise
-
-    def spy(*args: object) -> torch.Tensor:
-        calls.append(1)
-        return real(*args)
-
-    fused_op = torch.ops.mkldnn
-    try:
-        object.__setattr__(fused_op, "_linear_pointwise", spy)
-        with torch.no_grad():
-            with fused.plain_ops():
-                plain = mlp(x)
-            assert not calls
-            fast = mlp(x)
+    with fused_linear_calls() as calls, torch.no_grad():
+        with fused.plain_ops():
+            plain = mlp(x)
+        assert not calls
+        fast = mlp(x)
         assert calls  # back on after the block
-        torch.testing.assert_close(plain, fast, atol=1e-5, rtol=1e-5)
-    finally:
-        object.__setattr__(fused_op, "_linear_pointwise", real)
+    torch.testing.assert_close(plain, fast, atol=1e-5, rtol=1e-5)

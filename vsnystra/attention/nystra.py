@@ -161,31 +161,27 @@ class _Staging:
     """
 
     def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rows: int) -> None:
-        self.q, self.k, self.v, self.scale = q, k, v, scale
+        self.v = v
         self.wd = _work_dtype(q.dtype)
         self.inplace = not _differentiable(q, k, v)
+        self.qs_all = _dense_scaled(q, scale, self.wd)
+        self.k_all = _dense(k, self.wd)
         if self.inplace:
-            dev, (_, nh, n, _), dv = q.device, q.shape, v.shape[-1]
-            self.qs_all = _dense_scaled(q, scale, self.wd)
-            self.k_all = _dense(k, self.wd)
-            self.v1 = torch.empty(rows, nh, n, dv + 1, dtype=self.wd, device=dev)
+            (_, nh, n, _), dv = q.shape, v.shape[-1]
+            self.v1 = torch.empty(rows, nh, n, dv + 1, dtype=self.wd, device=q.device)
             self.v1[..., dv] = 1
 
     def qk(self, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q·scale, k) of windows [s, e); in place they live in the shared buffers until the next call."""
-        q, k = self.q[s:e], self.k[s:e]
-        if not self.inplace:
-            return q.to(self.wd).mul(self.scale), k.to(self.wd)
+        """(q·scale, k) of windows [s, e)."""
         return self.qs_all[s:e], self.k_all[s:e]
 
     def values(self, s: int, e: int) -> torch.Tensor:
-        """[V, 1] of windows [s, e): one matmul gives numerator and denominator."""
-        v = self.v[s:e]
+        """[V, 1] of windows [s, e): one matmul gives numerator and denominator; in place it lives in the shared
+        buffer until the next call."""
         if not self.inplace:
-            v = v.to(self.wd)
-            return torch.cat([v, torch.ones_like(v[..., :1])], dim=-1)
+            return _with_ones(self.v[s:e].to(self.wd))
         v1 = self.v1[: e - s]
-        v1[..., :-1].copy_(v)
+        v1[..., :-1].copy_(self.v[s:e])
         return v1
 
 
