@@ -151,8 +151,8 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
-class _Staging:
-    """q·scale and k of all windows in the working dtype, and [V, 1] of one chunk in a buffer reused across chunks.
+class _ValuesWithOnes:
+    """[V, 1] of one chunk of windows in the working dtype, in a buffer reused across chunks.
 
     Why: v arrives as a strided slice of the fused qkv projection; concatenating a ones column to it per chunk (or
     widening it whole in half precision) allocates fresh multi-MB buffers on every call, and on CPU their first touch
@@ -160,26 +160,18 @@ class _Staging:
     buffer stays allocated and in cache. Values are the same element for element, so no bit of the output changes.
     """
 
-    def __init__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, rows: int) -> None:
-        self.v = v
-        self.wd = _work_dtype(q.dtype)
-        self.inplace = not _differentiable(q, k, v)
-        self.qs_all = _dense_scaled(q, scale, self.wd)
-        self.k_all = _dense(k, self.wd)
-        if self.inplace:
-            (_, nh, n, _), dv = q.shape, v.shape[-1]
-            self.v1 = torch.empty(rows, nh, n, dv + 1, dtype=self.wd, device=q.device)
+    def __init__(self, v: torch.Tensor, dtype: torch.dtype, rows: int, inplace: bool) -> None:
+        self.v, self.dtype, self.inplace = v, dtype, inplace
+        if inplace:
+            _, nh, n, dv = v.shape
+            self.v1 = torch.empty(rows, nh, n, dv + 1, dtype=dtype, device=v.device)
             self.v1[..., dv] = 1
 
-    def qk(self, s: int, e: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(q·scale, k) of windows [s, e)."""
-        return self.qs_all[s:e], self.k_all[s:e]
-
-    def values(self, s: int, e: int) -> torch.Tensor:
+    def __call__(self, s: int, e: int) -> torch.Tensor:
         """[V, 1] of windows [s, e): one matmul gives numerator and denominator; in place it lives in the shared
         buffer until the next call."""
         if not self.inplace:
-            return _with_ones(self.v[s:e].to(self.wd))
+            return _with_ones(self.v[s:e].to(self.dtype))
         v1 = self.v1[: e - s]
         v1[..., :-1].copy_(self.v[s:e])
         return v1
@@ -188,38 +180,31 @@ class _Staging:
 def paper_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, spec: PnPNystra, window: tuple[int, ...] | None
 ) -> torch.Tensor:
-    """PnP-Nystra exactly as the research code computes it (no bias, no mask), chunk by chunk of windows.
-
-    Two passes over the chunks: the landmarks of every window first (the pseudo-inverse's batch scaling needs them
-    all), then the kernels and the output.
-    """
+    """PnP-Nystra exactly as the research code computes it (no bias, no mask), chunk by chunk of windows."""
     bn, nh, n, _ = q.shape
+    wd = _work_dtype(q.dtype)
     grid = token_grid(n, window)
     lgrid = landmark_grid(grid, spec.landmarks)
-    chunks = list(_chunks(bn, nh * n * math.prod(lgrid), q.device))
-    stage = _Staging(q, k, v, scale, max(e - s for s, e in chunks))
-    ip = stage.inplace
-    marks = []
-    for s, e in chunks:
-        qs, kc = stage.qk(s, e)
-        marks.append((pool_tokens(qs, grid, lgrid), pool_tokens(kc, grid, lgrid)))
-    q_m = marks[0][0] if len(marks) == 1 else torch.cat([a for a, _ in marks])
-    k_m = marks[0][1] if len(marks) == 1 else torch.cat([b for _, b in marks])
+    qs, k = _dense_scaled(q, scale, wd), _dense(k, wd)
+    q_m = pool_tokens(qs, grid, lgrid)
+    k_m = pool_tokens(k, grid, lgrid)
+    ip = not _differentiable(q, k, v)
     z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold, ip), spec.iters, spec.pinv_init)
+    chunks = list(_chunks(bn, nh * n * q_m.shape[2], q.device))
+    values = _ValuesWithOnes(v, wd, max(e - s for s, e in chunks), ip)
     out = torch.empty(v.shape, dtype=q.dtype, device=q.device)
     for s, e in chunks:
-        qs, kc = stage.qk(s, e)
-        v1 = stage.values(s, e)
-        kl = kernel_(qs @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
-        ku = kernel_(q_m[s:e] @ kc.transpose(-2, -1), spec.threshold, ip)
+        v1 = values(s, e)
+        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
+        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold, ip)
         prod = (kl @ z[s:e]) @ (ku @ v1)
         # the research code's normalisation, straight into the output when no cast is needed
-        dest = out[s:e] if ip and out.dtype == stage.wd else None
+        dest = out[s:e] if ip and out.dtype == wd else None
         res = torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=dest)
         if spec.guard:
             good = _rows_ok(res, prod[..., -1], v1[..., :-1])
             if isinstance(good, torch.Tensor):
-                _guard_rows(res, good, qs, kc, v1[..., :-1], None, None, 1)
+                _guard_rows(res, good, qs[s:e], k[s:e], v1[..., :-1], None, None, 1)
         if dest is None:
             out[s:e] = res
     return out
