@@ -35,6 +35,8 @@ class Preset:
     per_folder: int = 0  # image tasks: evenly spaced files kept per folder (0 = all)
     freeze: tuple[str, ...] = field(default_factory=tuple)  # parameter-name prefixes left untrained
     zero_flow: bool = False  # RVRT: skip the (frozen, zero-output) SpyNet in training, so patches may be small
+    # filter/CLI keyword defaults that follow from how the model was trained (written to models/zoo.json)
+    inference: dict[str, Any] = field(default_factory=dict)
 
     def with_overrides(self, overrides: dict[str, Any]) -> Preset:
         """A copy with fields replaced; the key "kwargs" merges into the constructor arguments."""
@@ -46,7 +48,8 @@ class Preset:
 
     def recipe(self) -> dict[str, Any]:
         """The training settings besides the architecture (what a model card states), as plain values."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("kwargs", "name")}
+        skip = ("kwargs", "name", "inference")
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
     def describe(self) -> str:
@@ -123,6 +126,8 @@ PRESETS: dict[str, Preset] = {
         warmup=50,
         freeze=("spynet.",),
         zero_flow=True,
+        # trained on 4-frame clips: longer chunks drift the recurrence away from anything seen in training
+        inference={"chunk": 4, "chunk_overlap": 2},
     ),
 }
 

@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
             "sha256": sha256(pth),
             "card": f"{name}.md",
         }
+        if preset.inference:
+            index[name]["defaults"] = dict(preset.inference)
         sys.stderr.write(f"publish: {name} {index[name]['sha256'][:12]} {pth.stat().st_size / 1e6:.2f} MB\n")
     zoo.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return 0
