@@ -110,6 +110,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     restorer: Restorer
+    temporal: tuple[int, int] | None = None
+    """(chunk, overlap) that ``restorer`` runs a video model with (chunk 0: whole clip at once); None: per frame."""
 
 
 def load(settings: ModelSettings) -> LoadedModel:
@@ -142,17 +144,23 @@ def load(settings: ModelSettings) -> LoadedModel:
     log.info(
         "model %s (%s %s, x%d) on %s/%s, attention %s", path.name, info.arch, info.task, info.scale, device, dtype, spec
     )
-    restorer = (
-        _video_restorer(model, settings, device, dtype)
-        if info.arch == "rvrt"
-        else _image_restorer(model, settings, device, dtype)
-    )
-    return LoadedModel(model, info.arch, int(info.scale), device, dtype, restorer)
+    if info.arch == "rvrt":
+        kwargs = _video_kwargs(model, settings)
+        restorer = _video_restorer(model, kwargs, device, dtype)
+        temporal = _temporal(kwargs)
+    else:
+        restorer, temporal = _image_restorer(model, settings, device, dtype), None
+    return LoadedModel(model, info.arch, int(info.scale), device, dtype, restorer, temporal)
 
 
-def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.device, dtype: torch.dtype) -> Restorer:
-    from vsnystra.runtime.video import restore_video
+def _temporal(kwargs: dict[str, Any]) -> tuple[int, int]:
+    """The chunking restore_video applies with these keyword arguments (its defaults where absent)."""
+    from vsnystra.runtime.video import DEFAULT_CHUNK, DEFAULT_CHUNK_OVERLAP
 
+    return int(kwargs.get("chunk", DEFAULT_CHUNK) or 0), int(kwargs.get("chunk_overlap", DEFAULT_CHUNK_OVERLAP))
+
+
+def _video_kwargs(model: torch.nn.Module, s: ModelSettings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for name, value in (
         ("chunk", s.chunk),
@@ -163,6 +171,13 @@ def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
     ):
         if value is not None:
             kwargs[name] = value
+    return kwargs
+
+
+def _video_restorer(
+    model: torch.nn.Module, kwargs: dict[str, Any], device: torch.device, dtype: torch.dtype
+) -> Restorer:
+    from vsnystra.runtime.video import restore_video
 
     def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         staged = (torch.from_numpy(f).to(device=device, dtype=dtype, non_blocking=True) for f in frames)

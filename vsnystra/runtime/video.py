@@ -29,6 +29,7 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 16
+DEFAULT_CHUNK_OVERLAP = 2
 DEFAULT_TILE_OVERLAP = 20
 Tile = int | tuple[int, int] | list[int] | None
 
@@ -234,7 +235,7 @@ def restore_video(
     frames: torch.Tensor | Iterable[torch.Tensor],
     *,
     chunk: int | None = DEFAULT_CHUNK,
-    chunk_overlap: int = 2,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     tile: Tile = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     sigma: float | None = None,
