@@ -61,8 +61,18 @@ def assemble(
         with av.open(str(segments[0])) as first:
             template = first.streams.video[0]
             extradata = bytes(template.codec_context.extradata or b"")
+            codec = template.codec_context.name
+            pix_fmt = template.codec_context.pix_fmt
             vout = out.add_stream_from_template(template)
         vout.time_base = tb
+        # NUT keeps no colour tags: set them as the single-pass encode does (media.add_video_stream)
+        colour = source.colour.for_output(str(pix_fmt), source.size)
+        ctx = vout.codec_context
+        ctx.color_range, ctx.colorspace = colour.color_range, colour.colorspace
+        ctx.color_primaries, ctx.color_trc = colour.color_primaries, colour.color_trc
+        ctx.framerate = source.rate
+        if source.sample_aspect_ratio:
+            ctx.sample_aspect_ratio = source.sample_aspect_ratio
         omap = {}
         for s in source.copy_streams:
             omap[s.index] = out.add_stream_from_template(s)
@@ -93,7 +103,7 @@ def assemble(
             for path, rec in zip(segments, records, strict=True):
                 with av.open(str(path)) as seg:
                     st = seg.streams.video[0]
-                    if bytes(st.codec_context.extradata or b"") != extradata or st.codec_context.name != vout.name:
+                    if bytes(st.codec_context.extradata or b"") != extradata or st.codec_context.name != codec:
                         raise ValueError(
                             f"{path.name} was encoded with other codec parameters than {segments[0].name}; "
                             "segments join only without re-encoding: rerun with the same --codec/--crf/--preset "
@@ -108,6 +118,8 @@ def assemble(
                             value = pkt.pts * scale - offset
                             if value.denominator != 1:
                                 raise ValueError(f"{path.name}: a timestamp is not a multiple of the time base {tb}")
+                            duration = (pkt.duration or 0) * scale
+                            pkt.duration = int(duration) if duration.denominator == 1 and duration > 0 else step
                             yield pkt, int(value)
 
         n = 0
