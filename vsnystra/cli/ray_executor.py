@@ -103,6 +103,7 @@ def connect(
                 if cpus < 1:
                     raise ValueError
                 ray.init(
+                    address="local",  # always a new cluster, never one found running on this machine
                     num_cpus=cpus,
                     include_dashboard=False,
                     _node_ip_address="127.0.0.1",

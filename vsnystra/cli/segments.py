@@ -102,8 +102,8 @@ def split_shot(shot: Span, max_frames: int, temporal: Temporal) -> list[Span]:
     if length <= max_frames or (temporal is not None and not temporal[0]):
         return [shot]  # chunk 0 runs a shot at once: it cannot be split without changing its frames
     stride = 1 if temporal is None else max(1, temporal[0] - temporal[1])
-    slack = stride - 1 if max_frames > 2 * (stride - 1) else 0  # how far a cut may move back
-    parts = -(-length // (max_frames - slack))  # nominal parts leave room to move every cut by the slack
+    parts = -(-length // max_frames)
+    slack = min(stride - 1, max_frames - -(-length // parts))  # how far back a cut may move within the limit
     spans = chunk_spans(shot, temporal)
     cuts: list[int] = []
     for k in range(1, parts):
