@@ -4,6 +4,7 @@ which receive this module by value)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -37,9 +38,19 @@ class TinyTemporal(nn.Module):
         return x + 0.1 * torch.tanh(y) + 0.3 * (x.mean(dim=1, keepdim=True) - x)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread for a block (what the Ray workers of the tests run with), then as before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def tiny_loaded(chunk: int = 4, overlap: int = 2, seed: int = 0) -> cli_model.LoadedModel:
     """The stand-in loaded as ``vsnystra restore`` loads an RVRT (same restorer code, same temporal bookkeeping)."""
-    torch.set_num_threads(1)
     model = TinyTemporal(seed).eval()
     kwargs = {"chunk": chunk, "chunk_overlap": overlap}
     cpu = torch.device("cpu")
@@ -47,31 +58,23 @@ def tiny_loaded(chunk: int = 4, overlap: int = 2, seed: int = 0) -> cli_model.Lo
     return cli_model.LoadedModel(model, "rvrt", 1, cpu, torch.float32, restorer, cli_model._temporal(kwargs))
 
 
-def crashing_loaded(marker: str, chunk: int = 4, overlap: int = 2) -> cli_model.LoadedModel:
-    """Like tiny_loaded, but the first restore after which ``marker`` does not exist kills its process mid-way."""
-    loaded = tiny_loaded(chunk, overlap)
-    inner = loaded.restorer
-
-    def restorer(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        for i, y in enumerate(inner(frames)):
-            if i == 1 and not os.path.exists(marker):
-                Path(marker).write_text(str(os.getpid()))
-                os._exit(1)  # a worker lost mid-segment: no cleanup, no exception
-            yield y
-
-    return dataclasses.replace(loaded, restorer=restorer)
-
-
-def slow_loaded(marker_dir: str, delay: float, chunk: int = 4, overlap: int = 2) -> cli_model.LoadedModel:
-    """Like tiny_loaded, but each frame takes ``delay`` s and each restore first touches ``marker_dir/<node id>``."""
+def controlled_loaded(control: str, chunk: int = 4, overlap: int = 2) -> cli_model.LoadedModel:
+    """Like tiny_loaded, steered by files in ``control`` (tests change them between runs of the same workers):
+    each restore touches ``started-<Ray node id>``; with ``crash`` present, the first restore after which
+    ``crashed`` does not exist kills its process mid-segment; ``slow`` holds seconds to wait per frame."""
     import ray
 
     loaded = tiny_loaded(chunk, overlap)
     inner = loaded.restorer
+    folder = Path(control)
 
     def restorer(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        Path(marker_dir, ray.get_runtime_context().get_node_id()).touch()
-        for y in inner(frames):
+        (folder / f"started-{ray.get_runtime_context().get_node_id()}").touch()
+        delay = float((folder / "slow").read_text()) if (folder / "slow").exists() else 0.0
+        for i, y in enumerate(inner(frames)):
+            if i == 1 and (folder / "crash").exists() and not (folder / "crashed").exists():
+                (folder / "crashed").write_text(str(os.getpid()))
+                os._exit(1)  # a worker lost mid-segment: no cleanup, no exception
             time.sleep(delay)
             yield y
 

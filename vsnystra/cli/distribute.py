@@ -169,6 +169,8 @@ class Driver:
             if self.queue:
                 self.arch, self.temporal = self.executor.describe()
                 self.executor.run(self)
+                for f in list(self.active):  # an executor must not stop early; if it did, say so
+                    self._fail(f, "the executor stopped before every segment was restored; rerun to resume")
         except KeyboardInterrupt:
             self.summary.interrupted = True
         except Exception as e:  # the executor gave up (e.g. no Ray worker left): report, a rerun resumes
@@ -219,6 +221,10 @@ class Driver:
             if not self.queue:
                 return None
             self._open(self.queue.popleft())
+
+    def has_work(self) -> bool:
+        """Jobs left to hand out (including files not planned yet)."""
+        return bool(self.queue) or any(f.pending and not f.failed for f in self.active)
 
     def requeue(self, job: SegmentJob) -> None:
         """A job whose worker was lost: run it again (before the file's other pending jobs)."""

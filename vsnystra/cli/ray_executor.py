@@ -168,9 +168,12 @@ class RayExecutor:
         self.poll = poll
         self.pool = _Pool()
         self.lost = 0  # jobs whose worker was lost
+        self.model: tuple[str, Temporal] | None = None
 
     def describe(self) -> tuple[str, Temporal]:
         """Ask the first worker that comes up; the others join the pool as they come up."""
+        if self.model is not None:
+            return self.model
         pings = {a.describe.remote(): a for a in self.actors}
         deadline = time.monotonic() + self.stall_timeout
         while pings:
@@ -190,23 +193,19 @@ class RayExecutor:
             self.pool.idle.append(actor)
             self.pool.pings.update(pings)
             temporal = tuple(info["temporal"]) if info["temporal"] is not None else None
-            return str(info["arch"]), temporal  # type: ignore[return-value]
+            self.model = str(info["arch"]), temporal  # type: ignore[assignment]
+            return self.model
         raise ClusterError("vsnystra restore: no Ray worker")
 
     def run(self, driver: Driver) -> None:
         ray, pool = self.ray, self.pool
-        exhausted = False
         stalled_since: float | None = None
         last_poll = time.monotonic()
         while True:
-            while pool.idle and not exhausted:
-                job = driver.next()
-                if job is None:
-                    exhausted = True
-                    break
+            while pool.idle and (job := driver.next()) is not None:
                 actor = pool.idle.pop()
                 pool.busy[actor.restore.remote(job)] = (actor, job)
-            if exhausted and not pool.busy:
+            if not pool.busy and not driver.has_work():
                 return
             now = time.monotonic()
             for when, actor in [x for x in pool.later if x[0] <= now]:
