@@ -147,7 +147,7 @@ def test_a_node_removed_mid_job_is_survived(
     """Last in the module: it takes the worker node away (and puts one back)."""
     for p in control.glob("started-*"):
         p.unlink()
-    (control / "slow").write_text("0.2")
+    (control / "slow").write_text("0.1")
     node = cluster.worker_nodes and next(iter(cluster.worker_nodes))
     result: dict[str, Any] = {}
     job = threading.Thread(target=lambda: result.update(s=_on_ray([clip], tmp_path / "o", executor)))

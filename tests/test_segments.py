@@ -6,18 +6,22 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import random
 import shutil
 import subprocess
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
-from restore_fakes import decoded, make_video, tiny_loaded
+from restore_fakes import decoded, make_video, one_thread, tiny_loaded
 
 from vsnystra.cli import distribute, worker
+from vsnystra.cli import main as cli_main
 from vsnystra.cli.media import Colour, EncodeSettings, FrameConverter
 from vsnystra.cli.pipeline import _open_av_source, process
 from vsnystra.cli.segments import FilePlan, chunk_spans, plan_segments, read_span, shots, straddling
@@ -238,3 +242,52 @@ def test_x26x_segments_join_without_reencoding(
             parts += [_nal_units(bytes(p), annex_b=True) for p in c.demux(video=0) if p.size]
     assert len(parts) == 17 and joined == parts  # the segments' NAL units, byte for byte: nothing re-encoded
     shutil.rmtree(tmp_path / ".smooth.mkv.segments")
+
+
+# ---------------------------------------------------------------- the command line
+
+REPO = Path(__file__).resolve().parents[1]
+SWINIR_X2 = REPO.parent / "shared" / "fixtures" / "parity" / "swinir_classical_x2.pth"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def test_ray_without_ray_installed_says_how_to_install_it(
+    smooth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    argv = ["restore", str(smooth), "-o", str(tmp_path), "--model", "rvrt-denoise-small", "--ray", "local:2"]
+    assert cli_main.main(argv) == 2
+    assert "--ray needs the ray package; install it with pip install 'vsnystra[ray]'" in caplog.text
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # honoured like --ray
+    assert cli_main.main(argv[:-2]) == 2 and caplog.text.count("pip install 'vsnystra[ray]'") == 2
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not SWINIR_X2.is_file(), reason="shared fixtures missing")
+def test_killed_driver_rerun_restores_only_the_unfinished_segments(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "k.mkv", 12, w=32, h=24)
+    out, work = tmp_path / "o", tmp_path / "o" / ".k.mkv.segments"
+    cmd = [sys.executable, "-m", "vsnystra", "-q", "restore", str(src), "-o", str(out), "--model", str(SWINIR_X2)]
+    cmd += ["--device", "cpu", "--codec", "ffv1", "--segment-frames", "1", "--threads", "1"]
+    proc = subprocess.Popen(cmd, env=ENV, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(work.glob("seg-*.json"))) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no cleanup at all
+    finally:
+        proc.wait()
+    finished = len(list(work.glob("seg-*.json")))
+    assert 2 <= finished < 12 and not (out / "k.mkv").exists()
+    rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"12 segments ({12 - finished} restored, {finished} reused, 0 retried)" in rerun.stderr
+    from vsnystra.cli.model import ModelSettings, load
+
+    with one_thread():
+        loaded = load(ModelSettings(model=str(SWINIR_X2), device="cpu"))
+        assert _restore(src, tmp_path / "fresh", loaded).done
+    a, b = decoded(out / "k.mkv"), decoded(tmp_path / "fresh" / "k.mkv")
+    assert len(a[0]) == 12 and all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))
+    assert a[2] == b[2] and not work.exists()
