@@ -22,9 +22,10 @@ import json
 import logging
 import os
 import shutil
+import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TextIO
@@ -143,6 +144,51 @@ def make_job(f: _File, plan: FilePlan, seg: Segment, encode: EncodeSettings) -> 
     )
 
 
+class _Cancelled(Exception):
+    pass
+
+
+class _PlanAhead:
+    """Plans one file in a daemon thread (decoding releases the GIL) while the executor restores the others."""
+
+    def __init__(self, plan: Callable[[_File, Callable[[int], None]], FilePlan]) -> None:
+        self._plan = plan
+        self._stop = threading.Event()
+        self.file: _File | None = None
+        self._thread: threading.Thread | None = None
+        self._result: tuple[FilePlan | None, BaseException | None] = (None, None)
+
+    def start(self, f: _File) -> None:
+        self.file = f
+
+        def work() -> None:
+            try:
+                self._result = (self._plan(f, self._check), None)
+            except BaseException as e:  # handed to take(), raised there
+                self._result = (None, e)
+
+        self._thread = threading.Thread(target=work, name="vsnystra-plan", daemon=True)
+        self._thread.start()
+
+    def _check(self, _: int) -> None:
+        if self._stop.is_set():
+            raise _Cancelled
+
+    def take(self) -> FilePlan:
+        assert self._thread is not None
+        while self._thread.is_alive():
+            self._thread.join(timeout=0.1)  # short waits: Ctrl-C stays responsive
+        self.file = None
+        plan, error = self._result
+        if error is not None:
+            raise error
+        assert plan is not None
+        return plan
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+
 class Driver:
     """Plans, hands out jobs, collects records, assembles; see the module docstring."""
 
@@ -160,6 +206,7 @@ class Driver:
         self.bar: ProgressBar | None = None
         self.frames_done = 0
         self.frames_total = 0
+        self.ahead = _PlanAhead(self._plan)
 
     # ------------------------------------------------------------------ the batch
     def run(self) -> SegmentedSummary:
@@ -180,6 +227,7 @@ class Driver:
                 if not f.failed:
                     self.summary.failed.append((f.src, reason))
         finally:
+            self.ahead.cancel()
             if self.bar is not None:
                 self.bar.close()
             self.summary.seconds = time.monotonic() - start
@@ -272,8 +320,7 @@ class Driver:
     def _open(self, f: _File) -> None:
         """Plan ``f`` (or reuse its plan) and queue the segments that are not done yet."""
         try:
-            batch.remove_stale_partials(f.final)
-            plan = self._plan(f)
+            plan = self.ahead.take() if self.ahead.file is f else self._plan(f, None)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # a bad input must not stop the batch
@@ -282,6 +329,9 @@ class Driver:
             log.error("%s: failed: %s", f.label, reason)
             log.debug("traceback", exc_info=True)
             return
+        finally:
+            if self.queue and self.ahead.file is None:  # plan the next file while this one is restored
+                self.ahead.start(self.queue[0])
         f.plan = plan
         for seg in plan.segments:
             job = make_job(f, plan, seg, self.opts.encode)
@@ -312,9 +362,10 @@ class Driver:
             self.bar.label = f.label
         self._draw()
 
-    def _plan(self, f: _File) -> FilePlan:
+    def _plan(self, f: _File, on_frame: Callable[[int], None] | None) -> FilePlan:
         from vsnystra.cli.scan import scan
 
+        batch.remove_stale_partials(f.final)
         key = fingerprint(f.src, self.temporal, self.opts)
         path = f.workdir / "plan.json"
         with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
@@ -326,7 +377,7 @@ class Driver:
         if f.workdir.exists():
             shutil.rmtree(f.workdir)
         t = time.monotonic()
-        s = scan(f.src, threshold=self.opts.scene_threshold, find_cuts=self.temporal is not None)
+        s = scan(f.src, threshold=self.opts.scene_threshold, find_cuts=self.temporal is not None, on_frame=on_frame)
         f.scan_s = time.monotonic() - t
         plan = FilePlan(
             fingerprint=key,
