@@ -22,8 +22,9 @@ import numpy as np
 import pytest
 from restore_fakes import controlled_loaded, decoded, make_video, one_thread, tiny_loaded
 
-from vsnystra.cli import distribute, ray_executor
+from vsnystra.cli import distribute
 from vsnystra.cli import main as cli_main
+from vsnystra.cli.local_executor import LocalExecutor, ray_executor
 from vsnystra.cli.media import EncodeSettings
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray (pip install vsnystra[ray])")
@@ -84,7 +85,7 @@ def reference(clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("local")
     opts = distribute.Options(out_dir=out, encode=FFV1, segment_frames=4, progress=False)
     with one_thread():
-        assert distribute.restore_files([clip], distribute.LocalExecutor(tiny_loaded()), opts).done
+        assert distribute.restore_files([clip], LocalExecutor(tiny_loaded()), opts).done
     return out / "clip.mkv"
 
 

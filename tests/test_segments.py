@@ -22,6 +22,8 @@ from restore_fakes import decoded, make_video, one_thread, tiny_loaded
 
 from vsnystra.cli import distribute, worker
 from vsnystra.cli import main as cli_main
+from vsnystra.cli.filework import FileWork, make_job
+from vsnystra.cli.local_executor import LocalExecutor
 from vsnystra.cli.media import Colour, EncodeSettings, FrameConverter
 from vsnystra.cli.pipeline import _open_av_source, process
 from vsnystra.cli.segments import FilePlan, chunk_spans, plan_segments, read_span, shots, straddling
@@ -94,7 +96,7 @@ def test_plan_json_round_trip() -> None:
 
 def _restore(src: Path, out: Path, loaded: object, encode: EncodeSettings = FFV1, **kw: object) -> distribute.Summary:
     opts = distribute.Options(out_dir=out, encode=encode, progress=False, **kw)  # type: ignore[arg-type]
-    return distribute.restore_files([src], distribute.LocalExecutor(loaded), opts)
+    return distribute.restore_files([src], LocalExecutor(loaded), opts)
 
 
 @pytest.fixture(scope="module")
@@ -145,14 +147,14 @@ def test_shots_are_restored_on_their_own(tmp_path: Path) -> None:
 
 def test_a_seek_gives_the_frames_of_a_decode_from_the_start(smooth: Path, tmp_path: Path) -> None:
     loaded = tiny_loaded(chunk=4, overlap=2)
-    f = distribute._File(smooth, tmp_path / "o.mkv", "t")
+    f = FileWork(smooth, tmp_path / "o.mkv", "t")
     from vsnystra.cli.scan import scan
 
     s = scan(smooth, threshold=0.1, find_cuts=True)
     assert s.seekable and s.checksums is not None
     plan = FilePlan("fp", str(smooth), s.frames, (4, 2), 6, s.cuts, s.decode_pts, s.out_pts, s.checksums, True)
     plan.segments = plan_segments(s.frames, s.cuts, (4, 2), 6)
-    job = distribute.make_job(f, plan, plan.segments[2], FFV1)
+    job = make_job(f, plan, plan.segments[2], FFV1)
     assert job.segment.read[0] > 6  # after the second keyframe (GOP of 6 with B-frames)
     seeking = worker.run_segment(job, loaded.restorer)
     from_start = worker.run_segment(dataclasses.replace(job, seek=False), loaded.restorer)

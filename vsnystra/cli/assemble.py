@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import heapq
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -50,9 +50,15 @@ def _frac(x: Any) -> Fraction:
 
 
 def assemble(
-    src: Path, segments: Sequence[Path], records: Sequence[dict[str, Any]], tmp: Path, container_format: str | None
+    src: Path,
+    segments: Sequence[Path],
+    records: Sequence[dict[str, Any]],
+    tmp: Path,
+    container_format: str | None,
+    check: Callable[[], None] | None = None,
 ) -> int:
-    """Write ``tmp`` from the segment files (in order) and the source's other streams; returns the frame count."""
+    """Write ``tmp`` from the segment files (in order) and the source's other streams; returns the frame count.
+    ``check`` is called once per video packet (it may raise to cancel)."""
     depth = max(reorder_depth(r["packet_pts"]) for r in records)
     with av.open(str(src), "r") as inp, av.open(str(tmp), "w", format=container_format) as out:
         source = _open_av_source(inp, warn=False)
@@ -136,6 +142,8 @@ def assemble(
             if dts > pts or (last is not None and dts <= last):
                 raise ValueError(f"cannot order the joined packets (decode time {dts}, presentation {pts})")
             last = dts
+            if check is not None:
+                check()
             pkt.pts, pkt.dts = pts, dts
             pkt.time_base = tb
             pkt.stream = vout

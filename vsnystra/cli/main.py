@@ -241,10 +241,11 @@ def _restore(args: argparse.Namespace) -> int:
                 )
             if videos and not summary.interrupted:
                 from vsnystra.cli import distribute
+                from vsnystra.cli.local_executor import LocalExecutor, NoModel
 
-                executor: distribute.Executor = distribute.NoModel()
+                executor: distribute.Executor = NoModel()
                 if loaded is not None:
-                    executor = distribute.LocalExecutor(loaded)
+                    executor = LocalExecutor(loaded)
                 elif settings is not None and ray_address is not None:
                     from vsnystra.cli import ray_executor
 

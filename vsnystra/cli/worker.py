@@ -66,6 +66,9 @@ class SegmentJob:
     def path(self) -> Path:
         return Path(self.workdir) / (self.segment.name + SEGMENT_SUFFIX)
 
+    def retry(self) -> SegmentJob:
+        return dataclasses.replace(self, attempt=self.attempt + 1)
+
     @property
     def record_path(self) -> Path:
         return Path(self.workdir) / (self.segment.name + ".json")
