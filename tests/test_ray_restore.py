@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from restore_fakes import controlled_loaded, decoded, make_video, one_thread, tiny_loaded
 
-from vsnystra.cli import distribute
+from vsnystra.cli import distribute, ray_executor
 from vsnystra.cli import main as cli_main
-from vsnystra.cli.local_executor import LocalExecutor, ray_executor
+from vsnystra.cli.local_executor import LocalExecutor
 from vsnystra.cli.media import EncodeSettings
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray (pip install vsnystra[ray])")
@@ -69,6 +69,7 @@ def executor(cluster: Any, control: Path) -> Iterator[ray_executor.RayExecutor]:
     """Two workers (one per node) for the whole module; the tests steer them through ``control``."""
     ex = ray_executor.connect("auto", functools.partial(controlled_loaded, str(control)), threads=1)
     try:
+        assert ex.wait_ready(timeout=120) == 2
         yield ex
     finally:
         ex.close()

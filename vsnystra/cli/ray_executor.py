@@ -197,6 +197,17 @@ class RayExecutor:
             return self.model
         raise ClusterError("vsnystra restore: no Ray worker")
 
+    def wait_ready(self, timeout: float) -> int:
+        """Wait until every worker is up (or ``timeout`` s); returns how many are ready. Benchmarks and tests use
+        it to keep start-up out of timings; ``run`` does not need it (workers join as they come up)."""
+        self.describe()
+        deadline = time.monotonic() + timeout
+        while self.pool.pings and time.monotonic() < deadline:
+            ready, _ = self.ray.wait(list(self.pool.pings), num_returns=1, timeout=deadline - time.monotonic())
+            for ref in ready:
+                self._pinged(ref)
+        return len(self.pool.idle)
+
     def run(self, driver: Driver) -> None:
         ray, pool = self.ray, self.pool
         stalled_since: float | None = None
