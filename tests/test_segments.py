@@ -258,6 +258,8 @@ def test_ray_without_ray_installed_says_how_to_install_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    for name in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED"):  # set by --ray local: restored
+        monkeypatch.setenv(name, "0")
     argv = ["restore", str(smooth), "-o", str(tmp_path), "--model", "rvrt-denoise-small", "--ray", "local:2"]
     assert cli_main.main(argv) == 2
     assert "--ray needs the ray package; install it with pip install 'vsnystra[ray]'" in caplog.text

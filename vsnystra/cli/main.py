@@ -178,6 +178,9 @@ def _restore(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.segment_frames < 1 or args.scene_threshold < 0:
+        log.error("restore: --segment-frames must be >= 1 and --scene-threshold >= 0 (0: no scene cuts)")
+        return EXIT_USAGE
     script_args: dict[str, str] = {}
     for item in args.arg:
         name, sep, value = item.partition("=")

@@ -116,7 +116,7 @@ def connect(
             if local and not str(e):
                 raise ClusterError(f"vsnystra restore: --ray local:N needs a positive N, got {address!r}") from None
             raise ClusterError(f"vsnystra restore: cannot connect to the Ray cluster at {address!r}: {e}") from None
-        except ConnectionError as e:
+        except (ConnectionError, RuntimeError) as e:
             raise ClusterError(f"vsnystra restore: cannot connect to the Ray cluster at {address!r}: {e}") from None
         owns = True
     if callable(model):
