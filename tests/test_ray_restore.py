@@ -48,6 +48,7 @@ def cluster() -> Iterator[Any]:
         c.add_node(num_cpus=1)
         ray.init(address=c.address, log_to_driver=False)
         c.wait_for_nodes()
+        assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}  # loopback only
         yield c
     finally:
         ray.shutdown()
