@@ -204,7 +204,7 @@ def run_segment(
     job: SegmentJob, restorer: Restorer, on_frame: Callable[[int], None] | None = None, node: str | None = None
 ) -> dict[str, Any]:
     """Restore ``job`` into its segment file and commit it; returns the record. Cleans up after any failure."""
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     Path(job.workdir).mkdir(parents=True, exist_ok=True)
     tmp = job.path.with_name(f"{job.path.name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     seek = job.seek and job.segment.read[0] > 0
@@ -240,6 +240,7 @@ def run_segment(
         "node": node or socket.gethostname(),
         "pid": os.getpid(),
         "seconds": time.monotonic() - start,
+        "cpu_seconds": time.process_time() - cpu,  # of the whole worker process: < seconds x threads when starved
         "attempt": job.attempt,
     }
     write_json_atomic(job.record_path, record)
