@@ -169,6 +169,7 @@ def test_denoise_batch_adds_sigma_map_for_video(tmp_path: Path) -> None:
     trainer.cfg = RunConfig(data=[tmp_path / "seq"], run_dir=tmp_path, steps=1)
     trainer.gen = torch.Generator().manual_seed(0)
     trainer.source = trainer._make_source()
+    trainer.stills = None
     noisy, clean = trainer.batch()
     assert noisy.shape == (2, 4, 4, 16, 16) and clean.shape == (2, 4, 3, 16, 16)
     sigma_map = noisy[:, :, 3]

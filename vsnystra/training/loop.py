@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from torch import nn
 from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_images, collect_sequences
 from vsnystra.training.degrade import add_gaussian_noise
 from vsnystra.training.gda import differentiable_gda
+from vsnystra.training.motion import MotionClips
 from vsnystra.training.presets import Preset, model_class
 from vsnystra.training.rvrt_init import space_to_depth_start, supports_space_to_depth
+from vsnystra.training.rvrt_temporal import load_matching, supports_temporal_start, temporal_start
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ class RunConfig:
     save_every: int = 100
     log_every: int = 10
     init: Path | None = None  # start from these weights (an exported checkpoint) instead of the preset's init
+    init_rewire: bool = False  # --init: load what fits, then apply the preset's start rewiring (temporal_start)
+    stills: list[Path] = field(default_factory=list)  # video: stills moved by a synthetic camera (Preset.still_clips)
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -68,6 +72,8 @@ def build_model(preset: Preset, seed: int) -> nn.Module:
         identity_spynet(model)
         if preset.task == "video_denoise" and supports_space_to_depth(model):
             space_to_depth_start(model)
+        if preset.temporal_start and supports_temporal_start(model):
+            temporal_start(model)
     if preset.arch == "swinir" and preset.kwargs.get("upsampler") == "pixelshuffle" and preset.scale == 2:
         bilinear_start(model)
     if preset.arch == "uformer":
@@ -157,16 +163,25 @@ def zero_flows(model: nn.Module, enabled: bool) -> Iterator[None]:
         del m.compute_flows
 
 
-def init_from(model: nn.Module, path: Path) -> dict[str, str]:
+def init_from(model: nn.Module, path: Path, rewire: bool = False) -> dict[str, str]:
     """Load an exported checkpoint (official container, fp16 allowed) into the freshly built model, strictly.
 
     A fine-tuning leg starts here instead of at the preset's hand-made start point; the optimizer starts fresh.
+    With ``rewire`` the checkpoint may come from an earlier layout: what fits is loaded, the rest keeps its init,
+    and ``temporal_start`` then rewires the propagation branches (output unchanged, see rvrt_temporal).
     Returns the file's name and sha256 so the run (and its model card) can say where it started.
     """
     from vsnystra.archs.registry import canonical_state_dict
     from vsnystra.training.publish import sha256
 
     sd = canonical_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if rewire:
+        if not supports_temporal_start(model):
+            raise ValueError("vsnystra.training: --init-rewire needs an RVRT denoiser preset with temporal_start")
+        left = load_matching(model, sd)
+        temporal_start(model)
+        log.info("initialised from %s (rewired; %d tensors kept their init: %s)", path, len(left), left)
+        return {"file": path.name, "sha256": sha256(path), "rewired": "temporal_start"}
     expected = model.state_dict()
     bad = sorted(set(expected) ^ set(sd)) + [k for k in expected if k in sd and sd[k].shape != expected[k].shape]
     if bad:
@@ -199,8 +214,11 @@ class Trainer:
         self.input_losses: list[float] = []  # what returning the input unchanged would score (denoisers)
         self.init: dict[str, str] = {}  # where the weights came from when the run fine-tunes (--init)
         if cfg.init is not None:
-            self.init = init_from(self.model, cfg.init)
+            self.init = init_from(self.model, cfg.init, cfg.init_rewire)
         self.source: Any = self._make_source()
+        self.stills: MotionClips | None = None
+        if preset.task == "video_denoise" and preset.still_clips > 0 and cfg.stills:
+            self.stills = MotionClips(collect_images(cfg.stills), preset.frames, preset.patch)
 
     def _make_source(self) -> Any:
         p = self.preset
@@ -216,9 +234,19 @@ class Trainer:
         if p.task == "sr":
             lr, hr = self.source.sample(p.batch, p.patch, self.gen)
             return lr, hr
-        clean = self.source.sample(p.batch, p.patch, self.gen)
+        if self.stills is not None:  # each clip from a real sequence or from a still moved by a synthetic camera
+            parts = []
+            for _ in range(p.batch):
+                still = float(torch.rand((), generator=self.gen)) < p.still_clips
+                parts.append((self.stills if still else self.source).sample(1, p.patch, self.gen))
+            clean = torch.cat(parts)
+        else:
+            clean = self.source.sample(p.batch, p.patch, self.gen)
         shape = (clean.shape[0],) + (1,) * (clean.ndim - 1)
         sigma = torch.rand(shape, generator=self.gen) * p.sigma_max
+        if p.sigma_low > 0:  # a share of nearly clean clips: told sigma ~ 0, the model must hand its input back
+            low = torch.rand(shape, generator=self.gen) < p.sigma_low
+            sigma = torch.where(low, torch.rand(shape, generator=self.gen) * 2.0, sigma)
         noisy = add_gaussian_noise(clean, sigma, self.gen)
         if p.task == "video_denoise":
             noise_map = (sigma / 255.0).expand(*clean.shape[:2], 1, *clean.shape[3:])
