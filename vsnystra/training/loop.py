@@ -11,6 +11,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,6 +61,17 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
         return (step + 1) / warmup
     t = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def param_groups(model: nn.Module, lr_scale: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by learning-rate multiplier (first matching regex wins; the rest at 1)."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = next((float(f) for pattern, f in lr_scale if re.search(pattern, name)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr_scale": scale} for scale, ps in sorted(groups.items())]
 
 
 def build_model(preset: Preset, seed: int) -> nn.Module:
@@ -205,8 +217,9 @@ class Trainer:
         for name, p in self.model.named_parameters():
             if any(name.startswith(prefix) for prefix in preset.freeze):
                 p.requires_grad_(False)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, preset.lr_scale), lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0
+        )
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.elapsed = 0.0
@@ -255,7 +268,8 @@ class Trainer:
 
     def train_step(self) -> float:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.preset.lr * lr_factor(self.step, self.cfg.steps, self.preset.warmup)
+            rate = self.preset.lr * lr_factor(self.step, self.cfg.steps, self.preset.warmup)
+            group["lr"] = rate * group.get("lr_scale", 1.0)
         x, y = self.batch()
         ctx = differentiable_gda() if self.preset.arch == "rvrt" else contextlib.nullcontext()
         with ctx, zero_flows(self.model, self.preset.zero_flow):
