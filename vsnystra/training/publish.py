@@ -22,8 +22,9 @@ from vsnystra.training.presets import PRESETS
 FILTERS = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
 TASKS = {"swinir": "sr", "uformer": "denoise", "rvrt": "denoise"}
 DATA_NOTE = (
-    "/work/shared/data/train only: 12 Urban100 HR images and 4 DAVIS-2016 480p sequences (bmx-trees, breakdance, "
-    "car-roundabout, paragliding-launch; JPEG). No evaluation image was used for training or tuning."
+    "../shared/data/train (the folder beside the repository) only: 12 Urban100 HR images and 4 DAVIS-2016 480p "
+    "sequences (bmx-trees, breakdance, car-roundabout, paragliding-launch; JPEG). "
+    "No evaluation image was used for training or tuning."
 )
 NOTES = {
     "swinir-x2-small": (
