@@ -165,3 +165,28 @@ def test_bundled_rvrt_uses_time_on_a_static_clip() -> None:
     every frame (the first release scored the same on both: it ignored time)."""
     fresh, repeated = _static_restore(fresh=True), _static_restore(fresh=False)
     assert fresh >= repeated + 1.0
+
+
+def test_mixing_gates_blend_with_the_aligned_past_and_fold_into_the_official_layout() -> None:
+    from vsnystra.archs.registry import canonical_state_dict
+    from vsnystra.training.rvrt_temporal import add_mixing_gates, fold_mixing_gates
+
+    model = _random_rvrt()
+    temporal_start(model)
+    plain = copy.deepcopy(model)
+    add_mixing_gates(model)
+    x = _clip()
+    with torch.no_grad(), zero_flows(model, True), zero_flows(plain, True):
+        torch.testing.assert_close(model(x), plain(x), rtol=0, atol=0)  # mu = 0: nothing changes
+        gates = [p for n, p in model.named_parameters() if n.endswith(".mu")]
+        assert len(gates) == 4
+        for g in gates:
+            g.fill_(0.25)
+        gated = model(x)
+        folded = fold_mixing_gates(model.state_dict())
+        assert set(folded) == set(plain.state_dict())
+        plain.load_state_dict(canonical_state_dict(folded), strict=True)
+        torch.testing.assert_close(plain(x), gated, rtol=0, atol=1e-6)
+    conv = plain.backbone["forward_1"].main[1].weight[:, :, 0, 1, 1]
+    torch.testing.assert_close(conv[:, 48:96].diagonal(), torch.full((48,), 0.75))  # (1 - mu) freshest input
+    torch.testing.assert_close(conv[:, 96:144].diagonal(), torch.full((48,), -0.75))  # aligned: -1 + mu

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export is not None:
         buffers = frozenset(name for name, _ in trainer.model.named_buffers() if name.startswith("spynet."))
         export(
-            trainer.model.state_dict(),
+            trainer.export_state(),
             preset.arch,
             args.export,
             fp16=not args.fp32,

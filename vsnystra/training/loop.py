@@ -27,7 +27,13 @@ from vsnystra.training.gda import differentiable_gda
 from vsnystra.training.motion import MotionClips
 from vsnystra.training.presets import Preset, model_class
 from vsnystra.training.rvrt_init import space_to_depth_start, supports_space_to_depth
-from vsnystra.training.rvrt_temporal import load_matching, supports_temporal_start, temporal_start
+from vsnystra.training.rvrt_temporal import (
+    add_mixing_gates,
+    fold_mixing_gates,
+    load_matching,
+    supports_temporal_start,
+    temporal_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +220,11 @@ class Trainer:
         self.cfg = cfg
         self.model = build_model(preset, cfg.seed)
         self.model.train()
+        self.init: dict[str, str] = {}  # where the weights came from when the run fine-tunes (--init)
+        if cfg.init is not None:
+            self.init = init_from(self.model, cfg.init, cfg.init_rewire)
+        if preset.temporal_start and supports_temporal_start(self.model):
+            add_mixing_gates(self.model)  # training-only; export_state() folds them back into the weights
         for name, p in self.model.named_parameters():
             if any(name.startswith(prefix) for prefix in preset.freeze):
                 p.requires_grad_(False)
@@ -225,9 +236,6 @@ class Trainer:
         self.elapsed = 0.0
         self.losses: list[float] = []
         self.input_losses: list[float] = []  # what returning the input unchanged would score (denoisers)
-        self.init: dict[str, str] = {}  # where the weights came from when the run fine-tunes (--init)
-        if cfg.init is not None:
-            self.init = init_from(self.model, cfg.init, cfg.init_rewire)
         self.source: Any = self._make_source()
         self.stills: MotionClips | None = None
         if preset.task == "video_denoise" and preset.still_clips > 0 and cfg.stills:
@@ -285,6 +293,10 @@ class Trainer:
         if self.preset.task != "sr":  # denoisers: the loss of returning the noisy input
             self.input_losses.append(float(charbonnier(x[..., : y.shape[-3], :, :], y)))
         return value
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """The model's weights in the official key layout (training-only parametrisations folded in)."""
+        return fold_mixing_gates(self.model.state_dict())
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -137,7 +137,8 @@ PRESETS: dict[str, Preset] = {
         zero_flow=True,
         # the backbones' input convolutions decide how much of the aligned past each branch mixes in; from the
         # temporal start that weight must travel from -1 towards 0, which Adam at the base rate takes ~1e4 steps
-        lr_scale=((r"^backbone\.\w+\.main\.1\.", 10.0),),
+        # the mixing gates (rvrt_temporal.MixingGate) carry the convex blend with the aligned past directly
+        lr_scale=((r"\.mu$", 40.0), (r"^backbone\.\w+\.main\.1\.", 10.0)),
         still_clips=0.5,
         sigma_low=0.1,
         temporal_start=True,

@@ -134,3 +134,59 @@ def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[s
     own.update({k: v.to(own[k].dtype) for k, v in kept.items()})
     model.load_state_dict(own, strict=True)
     return sorted(set(own) - set(kept))
+
+
+def _blend_direction(weight: torch.Tensor, branch_index: int) -> torch.Tensor:
+    """-I on the freshest input's block, +I on the aligned past's block (centre taps), zero elsewhere."""
+    out_ch = weight.shape[0]
+    direction = torch.zeros_like(weight)
+    eye = torch.eye(out_ch, dtype=weight.dtype)
+    direction[:, branch_index * out_ch : (branch_index + 1) * out_ch, 0, 1, 1] = -eye
+    direction[:, (branch_index + 1) * out_ch : (branch_index + 2) * out_ch, 0, 1, 1] = eye
+    return direction
+
+
+class MixingGate(nn.Module):
+    """Training-time parametrisation of a backbone's input convolution: ``weight + mu_c (E_aligned - E_last)``.
+
+    From the temporal start the branch passes its freshest input on: ``new = last + W_a aligned`` with
+    ``W_a = -I`` cancelling the aligned past. Mixing the past in means ``new = (1 - mu) last + mu aligned``, a move of
+    two weights in opposite directions; a per-weight optimizer sees each half alone as a change of scale and
+    refuses it (in practice W_a drifted the wrong way). ``mu`` is that joint move, one value per output channel,
+    so its gradient is exactly "would a convex blend with the aligned past lower the loss here?".
+    """
+
+    direction: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor, branch_index: int) -> None:
+        super().__init__()
+        self.register_buffer("direction", _blend_direction(weight, branch_index), persistent=False)
+        self.mu = nn.Parameter(torch.zeros(weight.shape[0]))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight + self.mu.view(-1, 1, 1, 1, 1) * self.direction
+
+
+def add_mixing_gates(model: nn.Module) -> None:
+    """Attach a MixingGate to every backbone input convolution (training only; see fold_mixing_gates)."""
+    from torch.nn.utils import parametrize
+
+    m: Any = model
+    for i, name in enumerate(BRANCHES):
+        conv = m.backbone[name].main[1]
+        parametrize.register_parametrization(conv, "weight", MixingGate(conv.weight.detach(), i))
+
+
+def fold_mixing_gates(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with every gate folded into its convolution's weight: the official key layout again."""
+    out: dict[str, torch.Tensor] = {}
+    suffix = ".parametrizations.weight.original"
+    for key, value in state.items():
+        if key.endswith(suffix):
+            stem = key[: -len(suffix)]
+            index = BRANCHES.index(stem.split(".")[1])
+            mu = state[f"{stem}.parametrizations.weight.0.mu"]
+            out[f"{stem}.weight"] = value + mu.view(-1, 1, 1, 1, 1).to(value.dtype) * _blend_direction(value, index)
+        elif ".parametrizations.weight." not in key:
+            out[key] = value
+    return out
