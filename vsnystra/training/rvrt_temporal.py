@@ -15,8 +15,9 @@ working temporal path:
 - each backbone starts as ``new = aligned + (last input - aligned)``, i.e. it passes its freshest input on and
   gives the aligned past a weight of exactly zero, through LayerNorms kept linear by a +-A anchor pattern and
   residual transformer blocks that start as the identity;
-- the reconstruction's weights on the shallow features are shared equally among the shallow features and the
-  four branches, which at the start all carry the same (channel-mean-free) features.
+- the reconstruction reads the branches with the opposite sign of the shallow features (``_share_reconstruction``),
+  so that, while every branch still carries the shallow features, the sum is what it was; a branch that blends in
+  the past then moves the output by (past - present), which is how a residual denoiser uses a temporal estimate.
 So the first gradient on the backbones' "aligned" weights is the direct answer to "would mixing in the aligned
 past lower the loss here?", instead of a signal that has to pass through zero weights and random features.
 Requires ungrouped input convolutions in the backbones and the reconstruction (``inputconv_groups[1:] == 1``)
@@ -33,6 +34,7 @@ import torch
 from torch import nn
 
 ANCHOR = 3.0  # same anchor as rvrt_init: keeps the LayerNorms ~linear for features of std ~0.2
+CONTRAST = 1.0  # k: how strongly a branch's departure from the present enters the reconstruction
 BRANCHES = ("backward_1", "forward_1", "backward_2", "forward_2")
 
 
@@ -103,18 +105,25 @@ def _pass_freshest(backbone: Any, branch_index: int, c: int, anchor: float) -> N
     main[7].bias.copy_(-anchor * p)
 
 
-def _share_reconstruction(model: Any, c: int) -> None:
-    """Split the shallow weights among shallow + 4 branches; the shallow slot also keeps the channel mean, which
-    the branches (LayerNorm outputs) cannot carry."""
+def _share_reconstruction(model: Any, c: int, contrast: float) -> None:
+    """Shallow slot ``(1 + k) W_s - k W_s P``, each branch ``-(k / 4) W_s``: the same output while the branches carry
+    the shallow features, and a blended branch then enters as *the past minus the present*.
+
+    The output is the noisy frame plus a residual decoded from these features, so the residual must keep seeing
+    the current frame's noise to remove it: averaged features fed in with the shallow features' sign would
+    replace that noise instead of cancelling it (measured: feeding time-averaged shallow features to every slot
+    drops a static fresh-noise clip from 29.4 to 22.7 dB). ``P`` (the channel mean) keeps what LayerNorm'd
+    branches cannot carry on the shallow slot.
+    """
     w = model.reconstruction.main[1].weight  # (out, 5c, 1, kh, kw)
     ws = w[:, :c].clone()
     mean_part = ws.sum(dim=1, keepdim=True).expand_as(ws) / c  # ws @ (1 1^T / c) over input channels
-    w[:, :c] = ws / 5.0 + 0.8 * mean_part
+    w[:, :c] = (1.0 + contrast) * ws - contrast * mean_part
     for j in range(1, 5):
-        w[:, j * c : (j + 1) * c] = ws / 5.0
+        w[:, j * c : (j + 1) * c] = -contrast / 4.0 * ws
 
 
-def temporal_start(model: nn.Module, anchor: float = ANCHOR) -> None:
+def temporal_start(model: nn.Module, anchor: float = ANCHOR, contrast: float = CONTRAST) -> None:
     """Rewire a denoising RVRT as described in the module docstring (output unchanged up to LayerNorm linearity)."""
     if not supports_temporal_start(model):
         raise ValueError("temporal_start: needs a denoising RVRT with equal widths and inputconv_groups[1:] == 1")
@@ -124,7 +133,7 @@ def temporal_start(model: nn.Module, anchor: float = ANCHOR) -> None:
         for i, name in enumerate(BRANCHES):
             _mean_of_previous_clip(m.deform_align[name])
             _pass_freshest(m.backbone[name], i, c, anchor)
-        _share_reconstruction(m, c)
+        _share_reconstruction(m, c, contrast)
 
 
 def load_matching(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
