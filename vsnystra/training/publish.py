@@ -26,6 +26,13 @@ DATA_NOTE = (
     "sequences (bmx-trees, breakdance, car-roundabout, paragliding-launch; JPEG). "
     "No evaluation image was used for training or tuning."
 )
+DATA_NOTES = {
+    "rvrt-denoise-small": (
+        "../shared/data/train (the folder beside the repository) only: the 12 DAVIS-2016 480p sequences (JPEG), "
+        "the 158 photographs of stills/ and the 12 Urban100 HR images (clips made by a synthetic camera). "
+        "No evaluation image or clip was used for training or tuning."
+    ),
+}
 NOTES = {
     "swinir-x2-small": (
         "LR = MATLAB-compatible bicubic /2 (antialiased, 8-bit rounding after each pass; bit-exact against the Set5 "
@@ -42,20 +49,23 @@ NOTES = {
         "restart at the rate the longer schedule has at step 420)."
     ),
     "rvrt-denoise-small": (
-        "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map, sigma ~ U[0, 50] per clip. "
-        "SpyNet could not be pretrained here (no optical-flow data or weights): its last convolution per level is "
-        "zeroed and it is frozen, so it predicts exactly zero flow (training skips it, which is exact) and the "
-        "guided deformable attention learns its own offsets. SpyNet weights are stored (official layout) but carry "
-        "no information. num_blocks [1, 1, 1] (official [1, 2, 1]) and an ungrouped reconstruction input "
-        "convolution (inputconv_groups[5] = 1; official 4). Start point (vsnystra/training/rvrt_init.py): the two "
-        "stride-2 convolutions are an exact 4x4 space-to-depth into the 48 channels, the LayerNorms are kept "
-        "near-linear by a +-3 anchor pattern, every residual transformer block starts as the identity and the "
-        "upsampler inverts the space-to-depth, so the untrained network is already a box-filter blend "
-        "x - 0.5 (x - blockmean4x4(x)) (22.1 -> 27.2 dB at sigma 20 on a 128 px DAVIS training crop); from the "
-        "stock initialisation every earlier CPU run stayed at output = input (the features live at 1/4 "
-        "resolution and carry no full-resolution detail until learned). Clips come from the 4 DAVIS sequences only "
-        "(the Urban100 stills are not sequences). The first 450 steps ran on a 2000-step schedule, which was then "
-        "shortened to 1200 steps to end within the session (the rate stepped from 1.8e-4 to 1.4e-4 at step 450)."
+        "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map; sigma ~ U[0, 50] per clip, "
+        "and for 10 % of clips U[0, 2] (told there is no noise, the model must hand its input back). SpyNet could "
+        "not be pretrained here (no optical-flow data or weights): its last convolution per level is zeroed and "
+        "it is frozen, so it predicts exactly zero flow (training skips it, which is exact) and the guided "
+        "deformable attention learns its own offsets; SpyNet weights are stored (official layout) but carry no "
+        "information. num_blocks [1, 1, 1] (official [1, 2, 1]) and ungrouped input convolutions in the four "
+        "backbones and the reconstruction (inputconv_groups [1, 1, 1, 1, 1, 1]; official [1, 3, 4, 6, 8, 4]). "
+        "Clips: 6 frames, half from the 12 DAVIS sequences, half from the stills moved by a synthetic camera "
+        "(sub-pixel pans up to 2 px/frame, zooms up to 1 %/frame, rotations up to 0.25 deg/frame; 20 % static; "
+        "vsnystra/training/motion.py). The first release (space-to-depth start, vsnystra/training/rvrt_init.py) "
+        "ignored time: its propagation branches entered the reconstruction through weights that had stayed near "
+        "zero (norm 0.24-0.39 against 7.1 for the single-frame path) and carried misaligned neighbours that cost "
+        "1.1 dB on moving training clips. This release starts from that file rewired by "
+        "vsnystra/training/rvrt_temporal.py: each alignment module returns the previous clip at the same place, "
+        "each backbone passes its freshest input on, and the reconstruction reads the branches as (past - "
+        "present), which leaves the output of the single-frame path unchanged; training-time mixing gates "
+        "(folded into the weights on export) then learn how much of the aligned past each branch blends in."
     ),
 }
 
@@ -75,6 +85,11 @@ PRIOR_RELEASES: dict[str, tuple[int, float, str]] = {
         1200,
         63.7,
         "rvrt-denoise-small of session 2 (a shared 2-core CPU, 1 thread)",
+    ),
+    "7199e5e39def968d7c0a3bcb1f2c998dbe18f3051d723c00e4a6975b5eac7156": (
+        2741,
+        155.7,
+        "rvrt-denoise-small of sessions 2-3 (two legs on a shared 2-core CPU, 1 thread)",
     ),
 }
 
@@ -131,7 +146,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
         "",
         "## Training",
         "",
-        f"- data: {DATA_NOTE}",
+        f"- data: {DATA_NOTES.get(name, DATA_NOTE)}",
         f"- {NOTES.get(name, '')}",
         f"- patches: {recipe['patch']} px{' (LR)' if preset.task == 'sr' else ''}, batch {recipe['batch']}"
         + (f", {recipe['frames']}-frame clips" if preset.task == "video_denoise" else "")
