@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT))
 from vsnystra.archs.common import RelativeBiasCache  # noqa: E402
 from vsnystra.archs.fused import plain_ops  # noqa: E402
 from vsnystra.archs.patch import patch_attention  # noqa: E402
+from vsnystra.archs.registry import architecture  # noqa: E402
 from vsnystra.archs.swinir import SwinIR  # noqa: E402
 from vsnystra.archs.uformer import Uformer  # noqa: E402
-from vsnystra.attention.defaults import paper_setting  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive  # noqa: E402
 from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
@@ -56,7 +56,7 @@ BABY = SHARED / "data" / "images" / "Set5" / "HR" / "baby.png"
 PARITY = SHARED / "fixtures" / "parity"
 RESULTS = ROOT / "benchmarks" / "results" / "models.md"
 
-PAPER = {arch: paper_setting(arch) for arch in ("swinir", "uformer")}
+PAPER = {arch: architecture(arch).paper_setting() for arch in ("swinir", "uformer")}
 
 
 def build(arch: str) -> torch.nn.Module:

@@ -24,12 +24,6 @@ from pathlib import Path
 
 from vsnystra import weights
 
-DEFAULT_MODELS: dict[str, str] = {
-    "RVRT": "rvrt-denoise-small",
-    "SwinIR": "swinir-x2-small",
-    "Uformer": "uformer-denoise-small",
-}
-
 MODELS_DIR_ENV = "VSNYSTRA_MODELS_DIR"
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 
@@ -48,6 +42,19 @@ class BundledModel:
     task: str | None
     sha256: str | None
     card: Path | None
+
+
+def default_models() -> dict[str, str]:
+    """Filter name -> the bundled model it uses when none is given (the architectures' ``default_model``)."""
+    from vsnystra.archs.registry import ARCHITECTURES  # imports torch: only when asked
+
+    return {arch.filter_name: arch.default_model for arch in ARCHITECTURES}
+
+
+def __getattr__(name: str) -> dict[str, str]:
+    if name == "DEFAULT_MODELS":
+        return default_models()
+    raise AttributeError(f"module 'vsnystra.zoo' has no attribute {name!r}")
 
 
 def models_dir() -> Path:

@@ -41,8 +41,6 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vsnystra.zoo import DEFAULT_MODELS
-
     p = argparse.ArgumentParser(prog="vsnystra", description="RVRT / SwinIR / Uformer restoration with PnP-Nystra.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary (no progress)")
@@ -53,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output-dir", type=Path, help="output folder (default: next to each input)")
     r.add_argument(
         "--model",
-        help=f"checkpoint path, bundled or official name (default {DEFAULT_MODELS['RVRT']}); not used for .vpy inputs",
+        help="checkpoint path, bundled or official name (default: RVRT's bundled model); not used for .vpy inputs",
     )
     r.add_argument(
         "--attention",
@@ -143,7 +141,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
-    from vsnystra.zoo import DEFAULT_MODELS
 
     inputs = batch.expand_inputs(args.inputs)
     if not inputs:
@@ -172,10 +169,10 @@ def _restore(args: argparse.Namespace) -> int:
         log.warning("--model does not apply to .vpy inputs: a script is encoded as it is (restore inside the script)")
     loaded = None
     if needs_model:
-        from vsnystra.cli.model import ModelSettings, load  # imports torch: only when a model runs
+        from vsnystra.cli.model import ModelSettings, default_model, load  # imports torch: only when a model runs
 
         settings = ModelSettings(
-            model=args.model or DEFAULT_MODELS["RVRT"],
+            model=args.model or default_model(),
             attention=args.attention,
             landmarks=args.landmarks,
             iters=args.iters,

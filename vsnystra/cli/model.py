@@ -54,16 +54,18 @@ def attention_spec(
 
     "auto" (default) = PnP-Nystra where it pays on the device, else exact; "nystra" = always PnP-Nystra.
     """
-    from vsnystra.attention.defaults import FRONT_END_PINV_INIT, nystra_defaults
+    from vsnystra.archs.descriptor import GENERIC_NYSTRA
+    from vsnystra.archs.registry import architecture
+    from vsnystra.attention.defaults import FRONT_END_PINV_INIT
     from vsnystra.attention.specs import Exact, Naive, PnPNystra
 
     key = name.strip().lower().replace("_", "-")
     if key in ("nystra", "pnp", "pnp-nystra", "auto"):
-        m, k, t = nystra_defaults(arch, enlarged_window=enlarged_window)
+        d = GENERIC_NYSTRA if arch is None else architecture(arch).nystra_defaults(enlarged_window=enlarged_window)
         return PnPNystra(
-            landmarks=m if landmarks is None else landmarks,
-            iters=k if iters is None else iters,
-            threshold=t,
+            landmarks=d.landmarks if landmarks is None else landmarks,
+            iters=d.iters if iters is None else iters,
+            threshold=d.threshold,
             pinv_init=FRONT_END_PINV_INIT,
             policy="auto" if key == "auto" else "always",
         )
@@ -76,22 +78,19 @@ def attention_spec(
     raise ValueError(f"vsnystra restore: --attention must be one of {', '.join(ATTENTION_CHOICES)}, got {name!r}")
 
 
+def default_model() -> str:
+    """The model restored when --model is not given: the bundled default of the video architecture."""
+    from vsnystra.archs.registry import ARCHITECTURES
+
+    return next(arch.default_model for arch in ARCHITECTURES if arch.kind == "video")
+
+
 def detect_arch(path: Path) -> str | None:
-    """Architecture of a checkpoint from its key names, reading no tensor data (mmap); None if unsure."""
-    import importlib
+    """Architecture name of a checkpoint from its key names, reading no tensor data; None if unsure."""
+    from vsnystra.archs.registry import detect_file
 
-    from vsnystra.archs.registry import ARCH_MODULES, canonical_state_dict
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        sd = canonical_state_dict(obj)
-        for name in ARCH_MODULES:
-            mod = importlib.import_module(name)
-            if mod.detect(sd):
-                return str(mod.NAME)
-    except Exception:  # old pickle format, corrupt file…: load_model reports it properly
-        log.debug("could not detect the architecture of %s", path, exc_info=True)
-    return None
+    arch = detect_file(path)
+    return None if arch is None else arch.name
 
 
 def _one_or_tuple(v: tuple[int, ...] | None) -> int | tuple[int, ...] | None:
@@ -114,6 +113,7 @@ class LoadedModel:
 
 def load(settings: ModelSettings) -> LoadedModel:
     """Resolve and load the model once for the whole batch; fails early with the fix in the message."""
+    from vsnystra.archs.base import model_info
     from vsnystra.runtime.cache import AttentionSetting, default_cache
     from vsnystra.runtime.device import compute_dtype, resolve_device
     from vsnystra.zoo import resolve_model
@@ -128,9 +128,7 @@ def load(settings: ModelSettings) -> LoadedModel:
     )
     setting = AttentionSetting(spec=spec, window=window)
     model = default_cache().get(path, device=device, dtype=dtype, attention=setting)
-    info = getattr(model, "info", None)
-    if info is None:
-        raise TypeError(f"vsnystra restore: {path} did not load as a vsnystra model (no .info)")
+    info = model_info(model, "vsnystra restore")
     if info.needs_sigma and settings.sigma is None:
         log.info("no --sigma given: denoising with sigma %g (the nystra.RVRT default)", DEFAULT_SIGMA)
         settings = replace(settings, sigma=DEFAULT_SIGMA)
@@ -144,7 +142,7 @@ def load(settings: ModelSettings) -> LoadedModel:
     )
     restorer = (
         _video_restorer(model, settings, device, dtype)
-        if info.arch == "rvrt"
+        if info.kind == "video"
         else _image_restorer(model, settings, device, dtype)
     )
     return LoadedModel(model, info.arch, int(info.scale), device, dtype, restorer)
@@ -159,7 +157,7 @@ def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
         ("chunk_overlap", s.chunk_overlap),
         ("tile", _one_or_tuple(s.tile)),  # CLI W,H = restore_video's (w, h)
         ("tile_overlap", s.tile_overlap),
-        ("sigma", s.sigma if getattr(model.info, "needs_sigma", False) else None),
+        ("sigma", s.sigma),
     ):
         if value is not None:
             kwargs[name] = value

@@ -18,8 +18,8 @@ import torch
 import vapoursynth as vs
 from torch import nn
 
-from vsnystra.archs.base import ModelInfo
-from vsnystra.attention.defaults import nystra_defaults
+from vsnystra.archs.base import ModelInfo, model_info
+from vsnystra.archs.registry import architecture
 from vsnystra.attention.specs import AttentionSpec
 from vsnystra.runtime.cache import AttentionSetting, default_cache
 from vsnystra.runtime.device import compute_dtype, resolve_device, run_on_device, run_with_oom_retry
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RVRT", "SwinIR", "Uformer"]
 
-_ARCH = {"RVRT": "rvrt", "SwinIR": "swinir", "Uformer": "uformer"}
-_FILTER_OF = {v: k for k, v in _ARCH.items()}
 DEFAULT_TILE_OVERLAP = 32
 DEFAULT_CHUNK = 16
 DEFAULT_CHUNK_OVERLAP = 2
@@ -74,9 +72,9 @@ def _common(
             win = (2, *sizes) if len(sizes) == 2 else sizes
         else:
             win = V.check_int(func, "window", window, minimum=1)
-    m, k, threshold = nystra_defaults(func, enlarged_window=win is not None)
+    d = architecture(func).nystra_defaults(enlarged_window=win is not None)
     name, spec = V.attention_spec(
-        func, attention, landmarks, iters, default_landmarks=m, default_iters=k, threshold=threshold
+        func, attention, landmarks, iters, default_landmarks=d.landmarks, default_iters=d.iters, threshold=d.threshold
     )
     tile_wh: tuple[int, int] | None = None
     if tile is not None:
@@ -93,7 +91,7 @@ def _common(
     except ValueError as exc:
         raise V.FilterError(str(exc)) from exc
     path = V.resolve_model_path(func, model)
-    return Common(func, half, path, name, spec, win, dev, compute_dtype(dev, half, func.lower()), tile_wh)
+    return Common(func, half, path, name, spec, win, dev, compute_dtype(dev, half, func), tile_wh)
 
 
 def _load(c: Common, *, attention: AttentionSetting) -> tuple[nn.Module, ModelInfo]:
@@ -102,11 +100,9 @@ def _load(c: Common, *, attention: AttentionSetting) -> tuple[nn.Module, ModelIn
         net = default_cache().get(c.model_path, device=c.device, dtype=c.dtype, attention=attention)
     except (FileNotFoundError, IsADirectoryError, KeyError, ValueError, TypeError) as exc:
         raise V.fail(c.func, f"cannot use model {str(c.model_path)!r}: {exc}") from exc
-    info = getattr(net, "info", None)
-    if info is None:
-        raise V.fail(c.func, f"model {str(c.model_path)!r} carries no ModelInfo; load it with vsnystra.load_model")
-    if info.arch != _ARCH[c.func]:
-        other = _FILTER_OF.get(info.arch, info.arch)
+    info = model_info(net, f"nystra.{c.func}")
+    if info.arch != architecture(c.func).name:
+        other = architecture(info.arch).filter_name
         raise V.fail(c.func, f"model {c.model_path.name!r} is a {other} checkpoint; call nystra.{other} with it")
     return net, info
 

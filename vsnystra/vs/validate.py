@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 import vapoursynth as vs
 
+from vsnystra.archs.registry import architecture
 from vsnystra.attention.defaults import FRONT_END_PINV_INIT
 from vsnystra.attention.specs import AttentionSpec, Exact, PnPNystra
+from vsnystra.zoo import resolve_model
 
 ATTENTION_CHOICES = ("nystra", "exact", "auto")
 
@@ -141,31 +143,21 @@ def attention_spec(
 def resolve_model_path(func: str, model: Any) -> Path:
     """A checkpoint path from ``model`` (zoo name or file path), or the bundled default when model is not given."""
     text = as_text(func, "model", model)
-    try:
-        from vsnystra import zoo
-    except ImportError:
-        zoo = None  # type: ignore[assignment]
     given = text is not None and bool(text.strip())
     if not given:
-        default = getattr(zoo, "DEFAULT_MODELS", {}).get(func) if zoo is not None else None
-        if default is None:
-            raise fail(func, "no bundled default model is available; pass model='/path/to/checkpoint.pth'")
-        text = str(default)
+        text = architecture(func).default_model
     assert text is not None
     text = text.strip()
-    if zoo is not None and hasattr(zoo, "resolve_model"):
-        try:
-            path = Path(zoo.resolve_model(text))
-        except (FileNotFoundError, KeyError, ValueError, LookupError) as exc:
-            if not given:
-                raise fail(
-                    func,
-                    f"the bundled default model {text!r} is not available ({exc}); "
-                    "pass model='/path/to/checkpoint.pth' or a downloaded model name",
-                ) from exc
-            raise fail(func, f"model {text!r} not found ({exc}); pass a checkpoint path or a model zoo name") from exc
-    else:
-        path = Path(text).expanduser()
+    try:
+        path = Path(resolve_model(text))
+    except (FileNotFoundError, KeyError, ValueError, LookupError) as exc:
+        if not given:
+            raise fail(
+                func,
+                f"the bundled default model {text!r} is not available ({exc}); "
+                "pass model='/path/to/checkpoint.pth' or a downloaded model name",
+            ) from exc
+        raise fail(func, f"model {text!r} not found ({exc}); pass a checkpoint path or a model zoo name") from exc
     if not path.is_file():
         raise fail(func, f"model {text!r}: no such checkpoint file {str(path)!r}; pass an existing .pth path")
     return path
