@@ -48,8 +48,8 @@ from vsnystra.archs.registry import architecture  # noqa: E402
 from vsnystra.archs.swinir import SwinIR  # noqa: E402
 from vsnystra.archs.uformer import Uformer  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive  # noqa: E402
-from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
+from vsnystra.runtime.settings import attention_spec  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 BABY = SHARED / "data" / "images" / "Set5" / "HR" / "baby.png"

@@ -30,7 +30,8 @@ import vapoursynth as vs
 
 import vsnystra.runtime.image as runtime_image
 import vsnystra.runtime.video as runtime_video
-from vsnystra.runtime.cache import AttentionSetting, default_cache
+from vsnystra.archs.base import AttentionConfig
+from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.device import run_on_device
 from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.memory import prefer_huge_pages
@@ -109,7 +110,7 @@ def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
     frames = make_frames(n_frames, w, h)
     clip = clip_of(frames)
     kw = {"model": str(path), "attention": "exact", "device": "cpu", **extra}
-    model = default_cache().get(path, device=torch.device("cpu"), attention=AttentionSetting())
+    model = default_cache().get(path, device=torch.device("cpu"), attention=AttentionConfig())
 
     def direct_body() -> None:
         with torch.no_grad():
@@ -172,7 +173,7 @@ def vspipe_rows(n_frames: int, repeats: int) -> list[str]:
     ckpt = PARITY / "swinir_classical_x2.pth"
     clip = avsource.synthetic(w, h, n_frames)
     frames = [torch.from_numpy(np.stack([np.asarray(clip.get_frame(i)[p]) for p in range(3)])) for i in range(n_frames)]
-    model = default_cache().get(ckpt, device=torch.device("cpu"), attention=AttentionSetting())
+    model = default_cache().get(ckpt, device=torch.device("cpu"), attention=AttentionConfig())
     vspipe = Path(sys.executable).parent / "vspipe"
     cmd = [
         str(vspipe),

@@ -40,9 +40,9 @@ sys.path.insert(0, str(ROOT))
 from vsnystra.archs.patch import patch_attention  # noqa: E402
 from vsnystra.archs.registry import architecture, load_model  # noqa: E402
 from vsnystra.attention.specs import Exact, PnPNystra  # noqa: E402
-from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
+from vsnystra.runtime.settings import attention_spec  # noqa: E402
 from vsnystra.runtime.video import restore_video  # noqa: E402
 from vsnystra.training.degrade import imresize  # noqa: E402
 from vsnystra.training.metrics import psnr, ssim  # noqa: E402

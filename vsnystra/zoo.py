@@ -10,16 +10,20 @@ A known official name that is not downloaded yet raises ``ModelNotFoundError`` s
 ``models/zoo.json`` (written by whoever adds bundled models)::
 
     {"rvrt-denoise-small": {"file": "rvrt-denoise-small.pth", "arch": "rvrt", "task": "denoise",
-                            "sha256": "<64 hex or null>", "card": "rvrt-denoise-small.md"}}
+                            "sha256": "<64 hex or null>", "card": "rvrt-denoise-small.md",
+                            "defaults": {"chunk": 4, "chunk_overlap": 2}}}
 
-``file`` and ``card`` are relative to ``models/``. ``VSNYSTRA_MODELS_DIR`` overrides the folder.
+``file`` and ``card`` are relative to ``models/``. ``defaults`` (optional) maps filter keyword names to the values
+the model was trained for; they apply whenever the user leaves that keyword unset.
+``VSNYSTRA_MODELS_DIR`` overrides the folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vsnystra import weights
@@ -42,6 +46,7 @@ class BundledModel:
     task: str | None
     sha256: str | None
     card: Path | None
+    defaults: Mapping[str, object] = field(default_factory=dict)  # option defaults it was trained for
 
 
 def default_models() -> dict[str, str]:
@@ -87,6 +92,9 @@ def bundled_models() -> dict[str, BundledModel]:
             if not isinstance(entry, dict) or "file" not in entry:
                 raise ValueError(f"vsnystra.zoo: {index}: entry {name!r} needs at least a 'file' field")
             card = entry.get("card")
+            defaults = entry.get("defaults", {})
+            if not isinstance(defaults, dict):
+                raise ValueError(f"vsnystra.zoo: {index}: entry {name!r}: 'defaults' must be an object of options")
             out[name] = BundledModel(
                 name=name,
                 file=root / str(entry["file"]),
@@ -94,12 +102,22 @@ def bundled_models() -> dict[str, BundledModel]:
                 task=entry.get("task"),
                 sha256=entry.get("sha256"),
                 card=root / str(card) if card else None,
+                defaults=defaults,
             )
     if root.is_dir():
         for p in sorted(root.glob("*.pth")):
             if p.stem not in out:
                 out[p.stem] = BundledModel(p.stem, p, None, None, None, None)
     return out
+
+
+def bundled_defaults(path: Path) -> Mapping[str, object]:
+    """The option defaults of the bundled model stored at ``path`` (empty for any other checkpoint)."""
+    target = path.resolve()
+    for entry in bundled_models().values():
+        if entry.defaults and entry.file.resolve() == target:
+            return entry.defaults
+    return {}
 
 
 def _looks_like_path(s: str) -> bool:

@@ -8,7 +8,7 @@ zoo and the training tools ask the descriptor instead of comparing architecture 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from vsnystra.archs.base import Kind, RestorationModel, Window
@@ -43,8 +43,8 @@ class Architecture:
     few iterations and thresholded kernel were tuned for enlarged windows without bias; at the small trained
     windows they cost far more accuracy than the plain exp kernel with more iterations (README, "Usage").
     cpu_bf16: whether half-precision input may run in bf16 on CPUs with native bf16 (False where the model lost
-    visible quality in bf16). defaults: option defaults of this architecture's filter (e.g. RVRT's sigma), applied
-    when neither the user nor the bundled model's zoo entry sets them.
+    visible quality in bf16). default_sigma: the noise level its non-blind denoisers run with when neither the user
+    nor the bundled model's zoo entry gives one.
     """
 
     name: str  # ModelInfo.arch and models/zoo.json's "arch"
@@ -62,7 +62,7 @@ class Architecture:
     gray: bool = False  # one-channel checkpoints exist (the filter accepts GRAYS/GRAYH clips)
     tile_multiple: int = 1  # tiles must be multiples of this (input pixels)
     cpu_bf16: bool = True
-    defaults: Mapping[str, object] = field(default_factory=dict)
+    default_sigma: float | None = None
 
     def nystra_defaults(self, *, enlarged_window: bool) -> NystraDefaults:
         return self.nystra_paper if enlarged_window else self.nystra_trained

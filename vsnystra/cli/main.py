@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,14 +31,20 @@ MATRIX_HELP = (
 )
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 128 or 2,128,128, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
+def _value(text: str) -> int | float | str:
+    """A number where the text is one, else the text: the settings resolver names what is wrong, as for the filters."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _values(text: str) -> int | float | str | list[int | float | str]:
+    """ "128", "2,64,64" or "256x256": one value, or a list like the filters' int[] arguments."""
+    parts = [_value(p.strip()) for p in re.split(r",|(?<=\d)x(?=\d)", text)]
+    return parts[0] if len(parts) == 1 else parts
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,26 +61,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="checkpoint path, bundled or official name (default: RVRT's bundled model); not used for .vpy inputs",
     )
     r.add_argument(
-        "--attention",
-        default="auto",
-        help="auto (PnP-Nystra where it pays on the device, the filters' default) | nystra | exact | naive",
+        "--attention", help="auto (PnP-Nystra where it pays on the device; default, as the filters) | nystra | exact"
     )
-    r.add_argument("--landmarks", type=int, help="PnP-Nystra landmarks")
-    r.add_argument("--iters", type=int, help="PnP-Nystra pseudo-inverse iterations")
-    r.add_argument("--window", type=_ints, help="enlarged attention window, e.g. 16 or 2,16,16")
+    r.add_argument("--landmarks", type=_value, help="PnP-Nystra landmarks")
+    r.add_argument("--iters", type=_value, help="PnP-Nystra pseudo-inverse iterations (at most 64)")
+    r.add_argument("--window", type=_values, help="enlarged attention window: 32 (SwinIR, Uformer), 64,64 (RVRT)")
     r.add_argument(
-        "--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
+        "--sigma", type=_value, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
     )
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     r.add_argument(
         "--half",
         action="store_true",
         help="half-precision compute: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
     )
-    r.add_argument("--tile", type=_ints, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
-    r.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels")
-    r.add_argument("--chunk", type=int, help="RVRT: frames per temporal chunk")
-    r.add_argument("--chunk-overlap", type=int, help="RVRT: frames shared by neighbouring chunks")
+    r.add_argument("--tile", type=_values, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
+    r.add_argument("--tile-overlap", type=_value, help="tile overlap in input pixels")
+    r.add_argument("--chunk", type=_value, help="RVRT: frames per temporal chunk (even; default 16 or the model's)")
+    r.add_argument("--chunk-overlap", type=_value, help="RVRT: frames shared by neighbouring chunks (default 2)")
     r.add_argument("--codec", choices=sorted(CODECS), default="x265", help="x265 (default), x264, ffv1 (lossless)")
     crf = ", ".join(f"{k} {v}" for k, v in DEFAULT_CRF.items())
     r.add_argument("--crf", type=float, help=f"quality for x265/x264 (default {crf})")
@@ -169,24 +174,10 @@ def _restore(args: argparse.Namespace) -> int:
         log.warning("--model does not apply to .vpy inputs: a script is encoded as it is (restore inside the script)")
     loaded = None
     if needs_model:
-        from vsnystra.cli.model import ModelSettings, default_model, load  # imports torch: only when a model runs
+        from vsnystra.cli.model import load, model_options  # imports torch: only when a model runs
 
-        settings = ModelSettings(
-            model=args.model or default_model(),
-            attention=args.attention,
-            landmarks=args.landmarks,
-            iters=args.iters,
-            window=args.window,
-            device=args.device,
-            half=args.half,
-            tile=args.tile,
-            tile_overlap=args.tile_overlap,
-            chunk=args.chunk,
-            chunk_overlap=args.chunk_overlap,
-            sigma=args.sigma,
-        )
         try:
-            loaded = load(settings)
+            loaded = load(model_options(args))
         except Exception as e:  # a model that cannot load is a configuration error for the whole batch
             log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
             log.debug("traceback", exc_info=True)

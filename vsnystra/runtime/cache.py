@@ -11,34 +11,15 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vsnystra.attention.specs import AttentionSpec, Exact
+from vsnystra.archs.base import AttentionConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AttentionSetting:
-    """How to patch a model's window attention after loading (what patch_attention takes)."""
-
-    spec: AttentionSpec = field(default_factory=Exact)
-    window: int | tuple[int, ...] | None = None
-    bias: str = "keep"
-    mask: str = "keep"
-    modulator: str = "keep"
-
-    def is_stock(self) -> bool:
-        """True when the model can stay exactly as loaded (exact attention, trained window, nothing dropped)."""
-        return (
-            isinstance(self.spec, Exact)
-            and self.window is None
-            and (self.bias, self.mask, self.modulator) == ("keep", "keep", "keep")
-        )
 
 
 @dataclass(frozen=True)
@@ -49,7 +30,7 @@ class ModelKey:
     stamp: tuple[int, int]
     device: str
     dtype: str
-    attention: AttentionSetting
+    attention: AttentionConfig
     overrides: tuple[tuple[str, Hashable], ...] = ()
 
 
@@ -62,7 +43,7 @@ def _default_loader(path: Path, overrides: Mapping[str, object]) -> nn.Module:
     return load_model(str(path), **dict(overrides))
 
 
-def _patch(model: nn.Module, setting: AttentionSetting) -> nn.Module:
+def _patch(model: nn.Module, setting: AttentionConfig) -> nn.Module:
     if setting.is_stock():
         return model
     from vsnystra.archs.patch import patch_attention
@@ -96,7 +77,7 @@ class ModelCache:
         *,
         device: torch.device,
         dtype: torch.dtype,
-        attention: AttentionSetting | None = None,
+        attention: AttentionConfig | None = None,
         overrides: Mapping[str, Hashable] | None = None,
     ) -> ModelKey:
         """Build the cache key; raises FileNotFoundError when the checkpoint does not exist."""
@@ -107,7 +88,7 @@ class ModelCache:
             stamp=(st.st_size, st.st_mtime_ns),
             device=str(device),
             dtype=str(dtype).removeprefix("torch."),
-            attention=attention or AttentionSetting(),
+            attention=attention or AttentionConfig(),
             overrides=tuple(sorted((overrides or {}).items())),
         )
 
@@ -117,7 +98,7 @@ class ModelCache:
         *,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
-        attention: AttentionSetting | None = None,
+        attention: AttentionConfig | None = None,
         overrides: Mapping[str, Hashable] | None = None,
     ) -> nn.Module:
         """The model for this key, loading it on first use. Concurrent first uses load it once."""
