@@ -37,6 +37,7 @@ from collections.abc import Iterator
 
 import torch
 
+from vsnystra.attention.exact import exact_attention
 from vsnystra.attention.grid import (
     RegionLandmarks,
     landmark_grid,
@@ -45,6 +46,7 @@ from vsnystra.attention.grid import (
     token_grid,
 )
 from vsnystra.attention.masks import cached_region_landmarks
+from vsnystra.attention.policy import nystrom_pays
 from vsnystra.attention.specs import PnPNystra
 from vsnystra.attention.terms import build_terms, cached_terms
 
@@ -250,8 +252,6 @@ def aware_attention(
         rl = found
     mp = rl.index.shape[1]
     if mp >= n:  # region pieces as many as tokens: Nyström cannot save anything
-        from vsnystra.attention.core import exact_attention
-
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     index = rl.index.to(dev)
     qs, k = _dense_scaled(q, scale, wd), _dense(k, wd)
@@ -394,9 +394,6 @@ def nystra_attention(
     window: tuple[int, ...] | None,
 ) -> torch.Tensor:
     """PnP-Nystra dispatch: exact fallback where Nyström cannot help, else the paper or the bias/mask-aware path."""
-    from vsnystra.attention.core import exact_attention
-    from vsnystra.attention.policy import nystrom_pays
-
     n = q.shape[2]
     if spec.landmarks >= n or (spec.policy == "auto" and not nystrom_pays(n, spec.landmarks, q.shape[-1], q.device)):
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
