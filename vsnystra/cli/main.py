@@ -211,28 +211,28 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from vsnystra import weights
+    from vsnystra import zoo
     from vsnystra.cli.progress import ProgressBar
 
     cmd = args.weights_command
     if cmd == "dir":
-        sys.stdout.write(f"{weights.weights_dir()}\n")
+        sys.stdout.write(f"{zoo.weights_dir()}\n")
         return EXIT_OK
     if cmd == "list":
         rows = [("name", "arch", "task", "MB", "status", "licence", "url" if args.urls else "file")]
-        for w in weights.OFFICIAL.values():
-            status = "downloaded" if weights.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
+        for w in zoo.OFFICIAL.values():
+            status = "downloaded" if zoo.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
             last = (w.url or w.source) if args.urls else w.file
             rows.append((w.name, w.arch, w.task, f"{w.approx_mb:.0f}", status, w.licence, last))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             sys.stdout.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1] + "\n")
-        sys.stdout.write(f"# cache: {weights.weights_dir()}\n")
+        sys.stdout.write(f"# cache: {zoo.weights_dir()}\n")
         return EXIT_OK
     if cmd == "import":
         try:
-            path = weights.import_file(args.name, args.file)
-        except (KeyError, FileNotFoundError, weights.DownloadError) as e:
+            path = zoo.import_file(args.name, args.file)
+        except (KeyError, FileNotFoundError, zoo.DownloadError) as e:
             log.error("%s", e.args[0] if isinstance(e, KeyError) else e)
             return EXIT_FAILED
         log.info("imported %s as %s", args.file, path)
@@ -241,7 +241,7 @@ def _weights(args: argparse.Namespace) -> int:
     names: list[str] = []
     for pattern in args.names:  # shell-style patterns pick several: 'rvrt-*', 'swinir-colordn-*'
         if any(c in pattern for c in "*?["):
-            hits = [n for n in weights.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and weights.OFFICIAL[n].url]
+            hits = [n for n in zoo.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and zoo.OFFICIAL[n].url]
             if not hits:
                 log.error("no downloadable checkpoint matches %r; see `vsnystra weights list`", pattern)
                 failed += 1
@@ -249,15 +249,15 @@ def _weights(args: argparse.Namespace) -> int:
         elif pattern not in names:
             names.append(pattern)
     for name in names:
-        if name not in weights.OFFICIAL:
+        if name not in zoo.OFFICIAL:
             log.error("unknown checkpoint %r; see `vsnystra weights list`", name)
             failed += 1
             continue
-        entry = weights.OFFICIAL[name]
+        entry = zoo.OFFICIAL[name]
         bar = ProgressBar(name, None, unit="bytes")
         try:
-            path = weights.download(entry, force=args.force, progress=None if args.quiet else bar.set)
-        except weights.DownloadError as e:
+            path = zoo.download(entry, force=args.force, progress=None if args.quiet else bar.set)
+        except zoo.DownloadError as e:
             log.error("%s", e)
             failed += 1
             continue
