@@ -20,9 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vsnystra.archs.rvrt_gda import differentiable_gda
 from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_images, collect_sequences
 from vsnystra.training.degrade import add_gaussian_noise
-from vsnystra.training.gda import differentiable_gda
 from vsnystra.training.presets import Preset, model_class
 from vsnystra.training.rvrt_init import space_to_depth_start, supports_space_to_depth
 
