@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs import rvrt_gda
+from vsnystra.archs.layers import FrameConv3d
 from vsnystra.archs.rvrt import RVRT
 from vsnystra.archs.rvrt_blocks import Upsample4
-from vsnystra.archs.rvrt_gda import FrameConv3d, GuidedDeformAttnPack, deform_attn
+from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack, deform_attn
 
 
 @pytest.mark.parametrize(

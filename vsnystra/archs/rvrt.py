@@ -20,9 +20,10 @@ from torch import nn
 
 from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule
 from vsnystra.archs.descriptor import Architecture, NystraDefaults
+from vsnystra.archs.layers import FrameConv3d, Permute
 from vsnystra.archs.loading import construction_device, load_into, with_overrides
 from vsnystra.archs.rvrt_blocks import RSTBWithInputConv, Upsample4
-from vsnystra.archs.rvrt_gda import FrameConv3d, GuidedDeformAttnPack, Permute
+from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack
 from vsnystra.archs.spynet import SpyNet, flow_warp
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
-from vsnystra.archs.fused import Linear, Mlp
-from vsnystra.archs.rvrt_gda import FrameConv3d, Permute
+from vsnystra.archs.layers import FrameConv3d, Linear, Mlp, Permute
 from vsnystra.attention import attention
 
 Size3 = tuple[int, int, int]

@@ -20,7 +20,7 @@ from vsnystra.archs.common import (
     shift_mask,
     tokens_to_image,
 )
-from vsnystra.archs.fused import Linear, Mlp
+from vsnystra.archs.layers import Linear, Mlp
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
 

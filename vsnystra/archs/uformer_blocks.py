@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.archs import fused
+from vsnystra.archs import layers
 from vsnystra.archs.base import AttentionConfig
 from vsnystra.archs.common import (
     MaskCache,
@@ -24,7 +24,7 @@ from vsnystra.archs.common import (
     relative_position_index,
     tokens_to_image,
 )
-from vsnystra.archs.fused import Linear, conv_gelu, linear_gelu
+from vsnystra.archs.layers import Linear, conv_gelu, linear_gelu
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
 
@@ -126,7 +126,7 @@ class LeFF(nn.Module):
         return self.linear2(image_to_tokens(y))
 
 
-class Mlp(fused.Mlp):
+class Mlp(layers.Mlp):
     def forward(self, x: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
         return super().forward(x)
 

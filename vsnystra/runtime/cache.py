@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
+from vsnystra.lru import LRU
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +66,7 @@ class ModelCache:
             raise ValueError(f"ModelCache: capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._loader: Loader = loader or _default_loader
-        self._lock = threading.Lock()
-        self._models: OrderedDict[ModelKey, nn.Module] = OrderedDict()
-        self._loading: dict[ModelKey, threading.Lock] = {}
+        self._models: LRU[ModelKey, nn.Module] = LRU(capacity, on_evict=_log_eviction)
         self.loads = 0  # number of actual loads (tests check that a second request does not reload)
 
     @staticmethod
@@ -103,27 +101,7 @@ class ModelCache:
     ) -> nn.Module:
         """The model for this key, loading it on first use. Concurrent first uses load it once."""
         key = self.key(path, device=device, dtype=dtype, attention=attention, overrides=overrides)
-        with self._lock:
-            model = self._models.get(key)
-            if model is not None:
-                self._models.move_to_end(key)
-                return model
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                model = self._models.get(key)
-                if model is not None:
-                    self._models.move_to_end(key)
-                    return model
-            model = self._build(key)
-            with self._lock:
-                self._models[key] = model
-                self._models.move_to_end(key)
-                while len(self._models) > self.capacity:
-                    old, _ = self._models.popitem(last=False)
-                    log.debug("model cache: evicted %s", old.path)
-                self._loading.pop(key, None)
-            return model
+        return self._models.get_or_create(key, lambda: self._build(key))
 
     def _build(self, key: ModelKey) -> nn.Module:
         log.debug("loading %s on %s (%s, attention %s)", key.path, key.device, key.dtype, key.attention.spec)
@@ -138,12 +116,14 @@ class ModelCache:
 
     def clear(self) -> None:
         """Drop every cached model (frees GPU memory once no clip holds a reference)."""
-        with self._lock:
-            self._models.clear()
+        self._models.clear()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._models)
+        return len(self._models)
+
+
+def _log_eviction(key: ModelKey, model: nn.Module) -> None:
+    log.debug("model cache: evicted %s", key.path)
 
 
 _DEFAULT: ModelCache | None = None
