@@ -142,7 +142,7 @@ def test_bundled_defaults_reach_the_filter_and_the_cli(
         seen.update(kwargs)
         return []
 
-    monkeypatch.setattr("vsnystra.runtime.video.restore_video", fake_restore_video)
+    monkeypatch.setattr(cli_model, "restore_video", fake_restore_video)
     args = cli_main.build_parser().parse_args(["restore", "x.mkv", "--model", "tiny-rvrt", "--device", "cpu"])
     loaded = cli_model.load(cli_model.model_options(args))
     assert list(loaded.restorer(iter([]))) == []

@@ -49,7 +49,7 @@ from vsnystra.attention.grid import (
 from vsnystra.attention.masks import cached_region_landmarks
 from vsnystra.attention.policy import nystrom_pays
 from vsnystra.attention.specs import PnPNystra
-from vsnystra.attention.terms import build_terms, cached_terms
+from vsnystra.attention.terms import AwareTerms, build_terms, cached_terms
 
 _log = logging.getLogger(__name__)
 _mask_warned = threading.Event()  # the non-region-mask warning is logged once per process, then at debug level
@@ -240,7 +240,6 @@ def aware_attention(
     dev = q.device
     grid = token_grid(n, window)
     lgrid = landmark_grid(grid, spec.landmarks)
-    m = math.prod(lgrid)
     nw = 1 if mask is None else mask.shape[0]
     if bn % nw:
         raise ValueError(f"attention: batch {bn} is not a multiple of the mask's {nw} windows")
@@ -254,41 +253,15 @@ def aware_attention(
     pieces = regions.index.shape[1]
     if pieces >= n:  # region pieces as many as tokens: Nyström cannot save anything
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
-    index = regions.index.to(dev)
     qs, k = _dense_scaled(q, scale, work), _dense(k, work)
     v = v.to(work)
     b = bn // nw
 
-    # landmarks: plain segment means by pooling, split pieces by their pooling rows, one zero row for padding
-    q_all = pool_tokens(qs, grid, lgrid)
-    k_all = pool_tokens(k, grid, lgrid)
-    identity = regions.aligned and bool(torch.equal(regions.index, torch.arange(m).expand_as(regions.index)))
-    if identity:
-        q_m, k_m = q_all, k_all
-    else:
-        extra = regions.rows[regions.m :].to(device=dev, dtype=work)
-        q_all = torch.cat([q_all, extra @ qs], dim=2)
-        k_all = torch.cat([k_all, extra @ k], dim=2)
-        sel = index[regions.inverse.to(dev)].view(1, nw, 1, pieces, 1)
-        shape5 = (b, nw, nh, -1, q.shape[-1])
-        q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, pieces, -1)
-        k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, pieces, -1)
-
+    q_m, k_m = _region_landmarks(qs, k, regions, grid, lgrid, nw)
     inplace = not _differentiable(q, k, v, bias)
     masked = mask is not None
     terms = cached_terms(bias, masked, regions, work, dev) if inplace else build_terms(bias, masked, regions, work, dev)
-    a = q_m @ k_m.transpose(-2, -1)
-    if terms.bias_a is not None or terms.keep_a is not None:
-        a = a.view(b, nw, nh, pieces, pieces)
-        if terms.bias_a is not None:
-            a = _add(a, terms.window(terms.bias_a, 0, nw), inplace)
-        a = kernel_(a, spec.threshold, inplace)
-        if terms.keep_a is not None:
-            a = _mul(a, terms.window(terms.keep_a, 0, nw), inplace)
-        a = a.reshape(bn, nh, pieces, pieces)
-    else:
-        a = kernel_(a, spec.threshold, inplace)
-    z = iterative_pinv(a, spec.iters, spec.pinv_init)
+    z = _landmark_inverse(q_m @ k_m.transpose(-2, -1), terms, spec, nw, inplace)
 
     out, good = _buffers(v, spec.guard)
     for s, e, w0, w1 in _window_chunks(b, nw, nh * n * pieces, dev):
@@ -307,6 +280,50 @@ def aware_attention(
     if spec.guard:
         _guard_rows(out, good, qs, k, v, bias, mask, nw)
     return out.to(q.dtype)
+
+
+def _region_landmarks(
+    qs: torch.Tensor,
+    k: torch.Tensor,
+    regions: RegionLandmarks,
+    grid: tuple[int, ...],
+    lgrid: tuple[int, ...],
+    nw: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Landmarks of every window: plain segment means by pooling, split pieces from their pooling rows, a zero row
+    for padding; (B·nW, nH, pieces, d) each for the scaled queries and the keys."""
+    bn, nh, _, d = qs.shape
+    q_all = pool_tokens(qs, grid, lgrid)
+    k_all = pool_tokens(k, grid, lgrid)
+    m = math.prod(lgrid)
+    if regions.aligned and bool(torch.equal(regions.index, torch.arange(m).expand_as(regions.index))):
+        return q_all, k_all
+    dev = qs.device
+    pieces = regions.index.shape[1]
+    extra = regions.rows[regions.m :].to(device=dev, dtype=qs.dtype)
+    q_all = torch.cat([q_all, extra @ qs], dim=2)
+    k_all = torch.cat([k_all, extra @ k], dim=2)
+    sel = regions.index.to(dev)[regions.inverse.to(dev)].view(1, nw, 1, pieces, 1)
+    shape5 = (bn // nw, nw, nh, -1, d)
+    q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, pieces, -1)
+    k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, pieces, -1)
+    return q_m, k_m
+
+
+def _landmark_inverse(a: torch.Tensor, terms: AwareTerms, spec: PnPNystra, nw: int, inplace: bool) -> torch.Tensor:
+    """Z ≈ G_A†: the landmark kernel (with its pooled bias, zero across regions) and its iterative pseudo-inverse."""
+    bn, nh, pieces, _ = a.shape
+    if terms.bias_a is not None or terms.keep_a is not None:
+        a = a.view(bn // nw, nw, nh, pieces, pieces)
+        if terms.bias_a is not None:
+            a = _add(a, terms.window(terms.bias_a, 0, nw), inplace)
+        a = kernel_(a, spec.threshold, inplace)
+        if terms.keep_a is not None:
+            a = _mul(a, terms.window(terms.keep_a, 0, nw), inplace)
+        a = a.reshape(bn, nh, pieces, pieces)
+    else:
+        a = kernel_(a, spec.threshold, inplace)
+    return iterative_pinv(a, spec.iters, spec.pinv_init)
 
 
 def _buffers(v: torch.Tensor, guard: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,7 +19,9 @@ import torch
 from vsnystra.archs.base import model_info
 from vsnystra.archs.registry import ARCHITECTURES
 from vsnystra.runtime.cache import default_cache
+from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.settings import Options, check_model, resolve
+from vsnystra.runtime.video import restore_video
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,6 @@ def _video_restorer(
     tile_overlap: int,
     sigma: float | None,
 ) -> Restorer:
-    from vsnystra.runtime.video import restore_video
-
     def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         staged = (torch.from_numpy(f).to(device=device, dtype=dtype, non_blocking=True) for f in frames)
         with torch.inference_mode():
@@ -139,8 +139,6 @@ def _image_restorer(
     tile: tuple[int, int] | None,
     tile_overlap: int,
 ) -> Restorer:
-    from vsnystra.runtime.image import restore_image
-
     def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for f in frames:
             with torch.inference_mode():

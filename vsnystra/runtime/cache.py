@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
+from vsnystra.archs.patch import patch_attention
+from vsnystra.archs.registry import load_model
 from vsnystra.lru import LRU
 
 log = logging.getLogger(__name__)
@@ -38,16 +40,12 @@ Loader = Callable[[Path, Mapping[str, object]], nn.Module]
 
 
 def _default_loader(path: Path, overrides: Mapping[str, object]) -> nn.Module:
-    from vsnystra.archs.registry import load_model
-
     return load_model(str(path), **dict(overrides))
 
 
 def _patch(model: nn.Module, setting: AttentionConfig) -> nn.Module:
     if setting.is_stock():
         return model
-    from vsnystra.archs.patch import patch_attention
-
     return patch_attention(
         model,
         setting.spec,

@@ -161,9 +161,8 @@ def run_on_device[T](device: torch.device, fn: Callable[[], T]) -> T:
     Why: VapourSynth calls filters from several worker threads. Model calls must not overlap (torch already spreads
     one call over all CPU cores; on a GPU, overlapping calls only add activation memory), and each calling thread
     would otherwise get its own OpenMP thread team, whose idle spinning threads steal cores from the team that
-    works: measured +18 % wall time for RVRT with 2 VapourSynth threads (benchmarks/results/pipeline.md). One
-    long-lived thread per device keeps one team and serialises the calls. Grad mode is per thread: ``fn`` must
-    set ``torch.no_grad()`` itself.
+    works (benchmarks/pipeline.py measures it). One long-lived thread per device keeps one team and serialises the
+    calls. Grad mode is per thread: ``fn`` must set ``torch.no_grad()`` itself.
     """
     if getattr(_ON_DEVICE_THREAD, "active", False):  # already on an inference thread: never wait on ourselves
         return fn()

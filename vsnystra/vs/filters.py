@@ -23,7 +23,9 @@ from vsnystra.archs.descriptor import Architecture
 from vsnystra.archs.registry import architecture
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.device import run_on_device, run_with_oom_retry
+from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.settings import Options, Settings, check_int, check_model, resolve
+from vsnystra.runtime.video import restore_chunk
 from vsnystra.vs import validate as V
 from vsnystra.vs.frames import frame_to_tensor, frames_to_tensor, tensor_to_frame
 from vsnystra.vs.temporal import TemporalRestorer
@@ -112,8 +114,6 @@ def _image_filter(arch: Architecture, clip: Any, options: Options) -> vs.VideoNo
     net, info, _ = _load(s, func)
     _check_channels(func, s, clip, info)
     out = _output_clip(clip, info.scale, info.out_channels)
-    from vsnystra.runtime.image import restore_image
-
     size = (clip.width, clip.height)
 
     def run(x: torch.Tensor, tile_wh: tuple[int, int] | None) -> torch.Tensor:
@@ -263,9 +263,26 @@ def rvrt_with_restorer(
             f"{clip.width}x{clip.height}; pad first, e.g. core.std.AddBorders",
         )
     out = _output_clip(clip, info.scale, 3)
-    from vsnystra.runtime.video import restore_chunk
+    assert s.chunk is not None  # a video architecture always resolves a chunk length
+    restorer = TemporalRestorer(
+        clip,
+        runner=_chunk_runner(net, s, sigma, (clip.width, clip.height)),
+        loader=lambda frames: frames_to_tensor(frames, device=s.device, dtype=s.dtype),
+        chunk=s.chunk,
+        overlap=s.chunk_overlap,
+        capacity=capacity,
+    )
 
-    size = (clip.width, clip.height)
+    def render(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
+        return tensor_to_frame(restorer.frame(n), template, props=_props(src, s))
+
+    return modify_frames(clip, out, render, func), restorer
+
+
+def _chunk_runner(
+    net: nn.Module, s: Settings, sigma: float | None, size: tuple[int, int]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Restore one chunk of frames on the device's inference thread, retrying smaller tiles on CUDA out of memory."""
 
     def run_chunk(frames: torch.Tensor) -> torch.Tensor:
         def attempt(tile_wh: tuple[int, int] | None) -> torch.Tensor:
@@ -277,15 +294,4 @@ def rvrt_with_restorer(
             s.device, lambda: run_with_oom_retry(attempt, tile=s.tile, size=size, device=s.device, caller=s.caller)
         )
 
-    def load(frames: Sequence[vs.VideoFrame]) -> torch.Tensor:
-        return frames_to_tensor(frames, device=s.device, dtype=s.dtype)
-
-    assert s.chunk is not None  # a video architecture always resolves a chunk length
-    restorer = TemporalRestorer(
-        clip, runner=run_chunk, loader=load, chunk=s.chunk, overlap=s.chunk_overlap, capacity=capacity
-    )
-
-    def render(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
-        return tensor_to_frame(restorer.frame(n), template, props=_props(src, s))
-
-    return modify_frames(clip, out, render, func), restorer
+    return run_chunk
