@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol, runtime_checkable
 
+import torch
 from torch import nn
 
 from vsnystra.attention.specs import AttentionSpec, Exact
@@ -21,6 +22,7 @@ Keep = Literal["keep", "drop"]
 Task = Literal["sr", "denoise", "deblur", "car", "restore"]
 Kind = Literal["image", "video"]
 Window = int | tuple[int, ...]
+StateDict = Mapping[str, torch.Tensor]  # canonical: parameter and buffer names -> tensors
 # How the official test pads an input to the size rule (the runtimes implement each one):
 #   "mirror_past":    mirror bottom/right to (side // m + 1) * m, always at least one row (main_test_swinir.py)
 #   "centred_square": zeros around the input, centred in a square whose side is a multiple of m (expand2square)

@@ -7,18 +7,18 @@ zoo and the training tools ask the descriptor instead of comparing architecture 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-from vsnystra.archs.base import Kind, RestorationModel, Window
+from vsnystra.archs.base import Kind, RestorationModel, StateDict, Window
 from vsnystra.attention.specs import PnPNystra
 
 
 class Builder(Protocol):
     """Build the model from a canonical state dict (hyper-parameters read from shapes) and load it strictly."""
 
-    def __call__(self, sd: Mapping[str, Any], /, **overrides: Any) -> RestorationModel: ...
+    def __call__(self, sd: StateDict, /, **overrides: object) -> RestorationModel: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Architecture:
     filter_name: str  # core.nystra.<filter_name> serves it
     kind: Kind
     default_model: str  # the bundled model the filter uses when none is given
-    detect: Callable[[Mapping[str, Any]], bool]  # key names only, cheap
+    detect: Callable[[StateDict], bool]  # key names only, cheap
     build: Builder
     key_hint: str  # the key families that identify its checkpoints, named when nothing is detected
     nystra_trained: NystraDefaults

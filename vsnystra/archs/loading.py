@@ -11,11 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from vsnystra.archs.base import StateDict
+
 CONTAINER_KEYS: tuple[str, ...] = ("params_ema", "params", "state_dict", "model", "net")
 _SHOW = 8
 
 
-def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
+def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> object:
     """torch.load a checkpoint on the CPU (weights only); errors name the file and the fix."""
     p = Path(path)
     if not p.exists():
@@ -31,9 +33,9 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
         ) from err
 
 
-def canonical_state_dict(obj: Any) -> dict[str, torch.Tensor]:
+def canonical_state_dict(obj: object) -> dict[str, torch.Tensor]:
     """Unwrap {'params_ema'|'params'|'state_dict'|...} containers and strip DataParallel 'module.' prefixes."""
-    sd = obj
+    sd: object = obj
     for _ in range(3):  # nested containers, e.g. {'state_dict': {'params': ...}} are rare but cheap to handle
         if not isinstance(sd, Mapping):
             break
@@ -67,7 +69,7 @@ def _closest(hp: Mapping[str, Any], known: Mapping[str, Mapping[str, Any]]) -> s
     return f"; closest released configuration: {best} ({dict(known[best])})"
 
 
-def with_overrides(arch: str, hp: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def with_overrides(arch: str, hp: dict[str, Any], overrides: Mapping[str, object]) -> dict[str, Any]:
     """Constructor arguments read from the weights, updated by the caller's overrides (unknown names refused)."""
     unknown = set(overrides) - set(hp)
     if unknown:
@@ -75,9 +77,9 @@ def with_overrides(arch: str, hp: dict[str, Any], overrides: Mapping[str, Any]) 
     return {**hp, **overrides}
 
 
-def construction_device(sd: Mapping[str, Any]) -> contextlib.AbstractContextManager[Any]:
+def construction_device(sd: StateDict) -> contextlib.AbstractContextManager[object]:
     """Build on the meta device when the state dict is made of meta tensors (cheap shape-only checks)."""
-    if any(isinstance(t, torch.Tensor) and t.is_meta for t in sd.values()):
+    if any(t.is_meta for t in sd.values()):
         return torch.device("meta")
     return contextlib.nullcontext()
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from vsnystra.archs import rvrt, swinir, uformer
-from vsnystra.archs.base import RestorationModel
+from vsnystra.archs.base import RestorationModel, StateDict
 from vsnystra.archs.descriptor import Architecture
 from vsnystra.archs.loading import canonical_state_dict, list_keys, read_checkpoint
 
@@ -35,7 +34,7 @@ def architecture(name: str) -> Architecture:
     raise KeyError(f"vsnystra: unknown architecture {name!r}; known: {known}")
 
 
-def detect(sd: Mapping[str, Any]) -> Architecture | None:
+def detect(sd: StateDict) -> Architecture | None:
     """The first architecture whose detector accepts this canonical state dict's keys."""
     return next((arch for arch in ARCHITECTURES if arch.detect(sd)), None)
 
@@ -49,9 +48,11 @@ def detect_file(path: str | os.PathLike[str]) -> Architecture | None:
     return None
 
 
-def load_model(path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], **overrides: Any) -> RestorationModel:
+def load_model(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, object], **overrides: object
+) -> RestorationModel:
     """Load an official checkpoint (path or already-loaded object) into the matching vsnystra architecture."""
-    obj: Any = path_or_state_dict
+    obj: object = path_or_state_dict
     where = ""
     if isinstance(path_or_state_dict, (str, os.PathLike)):
         obj = read_checkpoint(path_or_state_dict)

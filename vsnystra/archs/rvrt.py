@@ -11,14 +11,13 @@ Forward: ``model(lqs)`` with lqs (n, t, c, h, w), t a multiple of the clip size 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule
+from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule, StateDict
 from vsnystra.archs.descriptor import Architecture, NystraDefaults
 from vsnystra.archs.layers import FrameConv3d, Permute
 from vsnystra.archs.loading import construction_device, load_into, with_overrides
@@ -225,27 +224,27 @@ class RVRT(RestorationModel):
 
 
 # -- detection and building from a state dict ---------------------------------------------------------------
-def detect(sd: Mapping[str, Any]) -> bool:
+def detect(sd: StateDict) -> bool:
     """RVRT checkpoints carry SpyNet and the four guided-deformable-attention branches."""
     return "spynet.basic_module.0.basic_module.0.weight" in sd and any(
         k.startswith("deform_align.backward_1.conv_offset.") for k in sd
     )
 
 
-def _count(sd: Mapping[str, Any], prefix: str, suffix: str) -> int:
+def _count(sd: StateDict, prefix: str, suffix: str) -> int:
     n = 0
     while f"{prefix}{n}{suffix}" in sd:
         n += 1
     return n
 
 
-def _shape(sd: Mapping[str, Any], key: str) -> tuple[int, ...]:
+def _shape(sd: StateDict, key: str) -> tuple[int, ...]:
     if key not in sd:
         raise KeyError(f"rvrt.build: state dict lacks {key!r}; is this an official RVRT checkpoint?")
     return tuple(sd[key].shape)
 
 
-def _window(sd: Mapping[str, Any], prefix: str) -> tuple[int, int, int]:
+def _window(sd: StateDict, prefix: str) -> tuple[int, int, int]:
     """(Wd, Wh, Ww) from the bias table rows (2Wd-1)(2Wh-1)(2Ww-1) and the index size Wd*Wh*Ww (Wh = Ww)."""
     rows = _shape(sd, prefix + "relative_position_bias_table")[0]
     n = _shape(sd, prefix + "relative_position_index")[0]
@@ -258,7 +257,7 @@ def _window(sd: Mapping[str, Any], prefix: str) -> tuple[int, int, int]:
     raise ValueError(f"rvrt.build: cannot infer the window from {prefix} (table rows {rows}, tokens {n})")
 
 
-def infer_config(sd: Mapping[str, Any]) -> dict[str, Any]:
+def infer_config(sd: StateDict) -> dict[str, Any]:
     """Constructor arguments read from tensor shapes."""
     vsr = "feat_extract.main.1.weight" in sd
     fe = "feat_extract.main." if vsr else "feat_extract.6.main."
@@ -304,7 +303,7 @@ def infer_config(sd: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build(sd: Mapping[str, Any], /, **overrides: Any) -> RVRT:
+def build(sd: StateDict, /, **overrides: object) -> RVRT:
     """Build an RVRT from an official state dict (hyper-parameters from shapes), load strictly, eval()."""
     cfg = with_overrides("RVRT", infer_config(sd), overrides)
     with construction_device(sd):

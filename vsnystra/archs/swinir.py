@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.archs.base import AttentionConfig, ModelInfo, RestorationModel, SizeRule
+from vsnystra.archs.base import AttentionConfig, ModelInfo, RestorationModel, SizeRule, StateDict
 from vsnystra.archs.common import MaskCache, clamp_window, tokens_to_image
 from vsnystra.archs.descriptor import Architecture, NystraDefaults
 from vsnystra.archs.loading import construction_device, load_into, with_overrides
@@ -162,14 +162,14 @@ def _pixelshuffle(scale: int, num_feat: int) -> nn.Sequential:
 _TABLE = "layers.{i}.residual_group.blocks.{j}.attn.relative_position_bias_table"
 
 
-def detect(sd: Mapping[str, Any]) -> bool:
+def detect(sd: StateDict) -> bool:
     """SwinIR: conv_first + RSTB layers; Swin2SR/HAT-like keys (logit_scale, cpb_mlp, conv_block) excluded."""
     if "conv_first.weight" not in sd or _TABLE.format(i=0, j=0) not in sd:
         return False
     return not any(("logit_scale" in k or "cpb_mlp" in k or "conv_block" in k) for k in sd)
 
 
-def hyperparameters(sd: Mapping[str, Any]) -> dict[str, Any]:
+def hyperparameters(sd: StateDict) -> dict[str, Any]:
     """Read the constructor arguments from key names and tensor shapes (spandrel's approach)."""
     embed_dim, in_chans = (int(s) for s in sd["conv_first.weight"].shape[:2])
     depths: list[int] = []
@@ -259,7 +259,7 @@ def _variant(hp: Mapping[str, Any]) -> tuple[str, Literal["sr", "denoise", "car"
     return ("gray_dn" if hp["in_chans"] == 1 else "color_dn"), "denoise"
 
 
-def build(sd: Mapping[str, Any], /, **overrides: Any) -> SwinIR:
+def build(sd: StateDict, /, **overrides: object) -> SwinIR:
     """Build SwinIR from a canonical state dict and load it strictly (see loading.load_into)."""
     hp = with_overrides("SwinIR", hyperparameters(sd), overrides)
     with construction_device(sd):

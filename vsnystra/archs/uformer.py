@@ -9,13 +9,13 @@ The constructor ``img_size`` decides the per-stage window clamp (bottleneck shif
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule
+from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule, StateDict
 from vsnystra.archs.common import BlockSequence, MaskCache
 from vsnystra.archs.descriptor import Architecture, NystraDefaults
 from vsnystra.archs.loading import construction_device, load_into, with_overrides
@@ -130,11 +130,11 @@ class Uformer(RestorationModel):
 # detection and hyper-parameters from a state dict
 
 
-def detect(sd: Mapping[str, Any]) -> bool:
+def detect(sd: StateDict) -> bool:
     return "input_proj.proj.0.weight" in sd and "encoderlayer_0.blocks.0.attn.relative_position_bias_table" in sd
 
 
-def hyperparameters(sd: Mapping[str, Any]) -> dict[str, Any]:
+def hyperparameters(sd: StateDict) -> dict[str, Any]:
     """Constructor arguments from key names and shapes; img_size (not in the weights) defaults to 128."""
     embed_dim, dd_in = (int(s) for s in sd["input_proj.proj.0.weight"].shape[:2])
     depths: list[int] = []
@@ -187,7 +187,7 @@ KNOWN: dict[str, dict[str, Any]] = {
 }
 
 
-def build(sd: Mapping[str, Any], /, **overrides: Any) -> Uformer:
+def build(sd: StateDict, /, **overrides: object) -> Uformer:
     """Build Uformer from a canonical state dict and load it strictly; ``img_size`` sets the window clamp."""
     hp = with_overrides("Uformer", hyperparameters(sd), overrides)
     with construction_device(sd):
