@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vsnystra.training.gda import differentiable_gda
+from vsnystra.archs.rvrt_gda import differentiable_gda
 from vsnystra.training.loop import RunConfig, Trainer, build_model, zero_flows
 from vsnystra.training.motion import CameraMotion, MotionClips, Trajectory, render
 from vsnystra.training.presets import get_preset
@@ -168,7 +168,7 @@ def test_bundled_rvrt_uses_time_on_a_static_clip() -> None:
 
 
 def test_mixing_gates_blend_with_the_aligned_past_and_fold_into_the_official_layout() -> None:
-    from vsnystra.archs.registry import canonical_state_dict
+    from vsnystra.archs.loading import canonical_state_dict
     from vsnystra.training.rvrt_temporal import add_mixing_gates, fold_mixing_gates
 
     model = _random_rvrt()

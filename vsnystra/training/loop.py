@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from vsnystra.archs.rvrt_gda import differentiable_gda
 from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_images, collect_sequences
 from vsnystra.training.degrade import add_gaussian_noise
-from vsnystra.training.gda import differentiable_gda
 from vsnystra.training.motion import MotionClips
 from vsnystra.training.presets import Preset, model_class
 from vsnystra.training.rvrt_init import space_to_depth_start, supports_space_to_depth
@@ -189,7 +189,7 @@ def init_from(model: nn.Module, path: Path, rewire: bool = False) -> dict[str, s
     and ``temporal_start`` then rewires the propagation branches (output unchanged, see rvrt_temporal).
     Returns the file's name and sha256 so the run (and its model card) can say where it started.
     """
-    from vsnystra.archs.registry import canonical_state_dict
+    from vsnystra.archs.loading import canonical_state_dict
     from vsnystra.training.publish import sha256
 
     sd = canonical_state_dict(torch.load(path, map_location="cpu", weights_only=True))

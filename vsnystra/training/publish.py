@@ -17,10 +17,9 @@ from typing import Any
 
 import torch
 
+from vsnystra.archs.registry import architecture
 from vsnystra.training.presets import PRESETS
 
-FILTERS = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
-TASKS = {"swinir": "sr", "uformer": "denoise", "rvrt": "denoise"}
 DATA_NOTE = (
     "../shared/data/train (the folder beside the repository) only: 12 Urban100 HR images and 4 DAVIS-2016 480p "
     "sequences (bmx-trees, breakdance, car-roundabout, paragliding-launch; JPEG). "
@@ -133,7 +132,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
     lines = [
         f"# {name}",
         "",
-        f"Bundled default of `core.nystra.{FILTERS[preset.arch]}`: "
+        f"Bundled default of `core.nystra.{architecture(preset.arch).filter_name}`: "
         f"{preset.arch} architecture in the official checkpoint layout, trained by this project "
         f"(`python -m vsnystra.training --model {name}`). Loads with `vsnystra.load_model`.",
         "",
@@ -214,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         index[name] = {
             "file": pth.name,
             "arch": preset.arch,
-            "task": TASKS[preset.arch],
+            "task": preset.task.removeprefix("video_"),  # zoo tasks name what is restored, not the data
             "sha256": sha256(pth),
             "card": f"{name}.md",
         }
