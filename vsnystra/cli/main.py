@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import os
 import re
 import signal
 import sys
@@ -19,6 +20,7 @@ from types import FrameType
 
 from vsnystra.cli import interrupt
 from vsnystra.cli.media import CODECS, DEFAULT_CRF, DEFAULT_PIX_FMT, EncodeSettings
+from vsnystra.cli.segments import DEFAULT_SCENE_THRESHOLD, DEFAULT_SEGMENT_FRAMES
 
 log = logging.getLogger("vsnystra.cli")
 
@@ -88,7 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--container", default="mkv", choices=["mkv", "mp4", "mov"], help="output container (mkv)")
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
-    r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    r.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; per worker on Ray CPU nodes: 1)"
+    )
+    r.add_argument(
+        "--segment-frames",
+        type=int,
+        default=DEFAULT_SEGMENT_FRAMES,
+        metavar="N",
+        help=f"most frames one segment writes, the unit of resume and distribution (default {DEFAULT_SEGMENT_FRAMES})",
+    )
+    r.add_argument(
+        "--scene-threshold",
+        type=float,
+        default=DEFAULT_SCENE_THRESHOLD,
+        metavar="T",
+        help="scene cuts for RVRT: mean luma difference of neighbouring frames, 0-1, that starts a new shot "
+        f"(VapourSynth misc.SCDetect's measure; default {DEFAULT_SCENE_THRESHOLD}; 0: no cuts)",
+    )
+    r.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="restore on a Ray cluster: auto, HOST:PORT or local[:N] (a throw-away cluster of N workers here); "
+        "default $RAY_ADDRESS if set, else in this process",
+    )
     r.add_argument(
         "-a",
         "--arg",
@@ -155,6 +180,9 @@ def _restore(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.segment_frames < 1 or args.scene_threshold < 0:
+        log.error("restore: --segment-frames must be >= 1 and --scene-threshold >= 0 (0: no scene cuts)")
+        return EXIT_USAGE
     script_args: dict[str, str] = {}
     for item in args.arg:
         name, sep, value = item.partition("=")
@@ -172,35 +200,64 @@ def _restore(args: argparse.Namespace) -> int:
     )
     if args.model and any(s.suffix.lower() == ".vpy" for s in inputs):
         log.warning("--model does not apply to .vpy inputs: a script is encoded as it is (restore inside the script)")
+    ray_address = args.ray or os.environ.get("RAY_ADDRESS") or None
     loaded = None
+    settings = None
     if needs_model:
         from vsnystra.cli.model import load, model_options  # imports torch: only when a model runs
 
-        try:
-            loaded = load(model_options(args))
-        except Exception as e:  # a model that cannot load is a configuration error for the whole batch
-            log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
-            log.debug("traceback", exc_info=True)
-            return EXIT_USAGE
-    restorer = loaded.restorer if loaded is not None else None
-
-    def restorer_for(src: Path) -> batch.Restorer | None:
-        return None if src.suffix.lower() == ".vpy" else restorer
-
+        settings = model_options(args)
+        if ray_address is None:  # on Ray every worker loads its own model
+            try:
+                loaded = load(settings)
+            except Exception as e:  # a model that cannot load is a configuration error for the whole batch
+                log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
+                log.debug("traceback", exc_info=True)
+                return EXIT_USAGE
+    scripts = [s for s in inputs if s.suffix.lower() == ".vpy"]
+    videos = [s for s in inputs if s.suffix.lower() != ".vpy"]
     summary = batch.Summary()
     try:
         with _sigterm_as_interrupt():
-            summary = batch.run_batch(
-                inputs,
-                out_dir=args.output_dir,
-                restorer_for=restorer_for,
-                encode=encode,
-                suffix=suffix,
-                tag=tag,
-                overwrite=args.overwrite,
-                progress=not args.quiet,
-                script_args=script_args,
-            )
+            if scripts:
+                summary = batch.run_batch(
+                    scripts,
+                    out_dir=args.output_dir,
+                    restorer_for=lambda src: None,
+                    encode=encode,
+                    suffix=suffix,
+                    tag=tag,
+                    overwrite=args.overwrite,
+                    progress=not args.quiet,
+                    script_args=script_args,
+                )
+            if videos and not summary.interrupted:
+                from vsnystra.cli import distribute
+                from vsnystra.cli.local_executor import LocalExecutor, NoModel
+
+                executor: distribute.Executor = NoModel()
+                if loaded is not None:
+                    executor = LocalExecutor(loaded)
+                elif settings is not None and ray_address is not None:
+                    from vsnystra.cli import ray_executor
+
+                    try:
+                        executor = ray_executor.connect(ray_address, settings, threads=args.threads)
+                    except ray_executor.ClusterError as e:
+                        log.error("%s", e)
+                        return EXIT_USAGE
+                options = distribute.Options(
+                    out_dir=args.output_dir,
+                    encode=encode,
+                    suffix=suffix,
+                    tag=tag,
+                    overwrite=args.overwrite,
+                    segment_frames=args.segment_frames,
+                    scene_threshold=args.scene_threshold,
+                    model_key=repr(settings),
+                    progress=not args.quiet,
+                )
+                summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up
         summary.interrupted = True
     sys.stderr.write(summary.render() + "\n")
@@ -284,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK

@@ -68,6 +68,8 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     restorer: Restorer
+    temporal: tuple[int, int] | None = None
+    """(chunk, overlap) that ``restorer`` runs a video model with (chunk 0: whole clip at once); None: per frame."""
 
 
 def load(options: Options) -> LoadedModel:
@@ -88,12 +90,14 @@ def load(options: Options) -> LoadedModel:
         s.dtype,
         s.attention.spec,
     )
+    temporal: tuple[int, int] | None = None
     if info.kind == "video":
         assert s.chunk is not None  # a video architecture always resolves a chunk length
         restorer = _video_restorer(model, s.device, s.dtype, s.chunk, s.chunk_overlap, s.tile, s.tile_overlap, sigma)
+        temporal = (s.chunk, s.chunk_overlap)
     else:
         restorer = _image_restorer(model, s.device, s.dtype, tile=s.tile, tile_overlap=s.tile_overlap)
-    return LoadedModel(model, info.arch, info.scale, s.device, s.dtype, restorer)
+    return LoadedModel(model, info.arch, info.scale, s.device, s.dtype, restorer, temporal)
 
 
 def _video_restorer(
