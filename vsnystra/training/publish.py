@@ -64,7 +64,11 @@ NOTES = {
         "vsnystra/training/rvrt_temporal.py: each alignment module returns the previous clip at the same place, "
         "each backbone passes its freshest input on, and the reconstruction reads the branches as (past - "
         "present), which leaves the output of the single-frame path unchanged; training-time mixing gates "
-        "(folded into the weights on export) then learn how much of the aligned past each branch blends in."
+        "(folded into the weights on export) then learn how much of the aligned past each branch blends in. The "
+        "fine-tuning leg ran its first 200 steps towards a peak rate of 5e-5; the quality on DAVIS training clips "
+        "fell, so it resumed from step 200 at 1.5e-5 (the rate below); the backbones' input convolutions train at "
+        "10x and the mixing gates at 40x that rate. The checkpoint of step 750 was chosen on DAVIS training clips "
+        "(camel, bmx-trees, car-roundabout)."
     ),
 }
 
@@ -174,7 +178,7 @@ def iteration_lines(st: dict[str, Any]) -> list[str]:
         f"- iterations: {steps + st['step']} in all, {total_min:.1f} min of one CPU thread (no GPU): {steps} steps "
         f"({minutes:.1f} min) of the earlier release, the {what}, then a fine-tuning leg from that file "
         f"({init['file']}, sha256 {init['sha256'][:12]}…, fresh optimizer, warm-up and cosine decay): {leg}, "
-        "1 thread on a 2-core CPU with one other training beside it"
+        "1 thread on a shared 2-core CPU"
     ]
 
 
