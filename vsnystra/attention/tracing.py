@@ -1,0 +1,32 @@
+"""Whether the current forward is being traced (torch.export, torch.onnx.export(dynamo=True), torch.compile).
+
+Why: the eager path caches masks, gathered biases and mask analyses by tensor identity, storage pointer or content,
+and picks kernels by data (``.item()``). A trace sees fake tensors, so the traced path builds those values from
+shapes inside the graph instead and never reads or writes a cache (a failed trace cannot poison a later eager run).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def tracing() -> bool:
+    """True inside torch.export / dynamo tracing; the eager path is then replaced by a shape-only one."""
+    return bool(torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def exporting() -> bool:
+    """True inside torch.export (and so torch.onnx.export(dynamo=True)): portable formulations are preferred there."""
+    return bool(torch.compiler.is_exporting())
+
+
+TRACE_MESSAGE = (
+    "attention: PnP-Nystra reads the mask's and the landmarks' values and cannot be traced (torch.export, "
+    'torch.compile); patch the model to Exact() attention (attention="exact") before exporting'
+)
+
+
+def refuse_trace() -> None:
+    """Raise before any cache is touched when a data-dependent path is traced (fake tensors must not be cached)."""
+    if tracing():
+        raise NotImplementedError(TRACE_MESSAGE)
