@@ -7,32 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_swinir, tiny_uformer
 
-from vsnystra.archs.base import RestorationModel
 from vsnystra.archs.patch import patch_attention
-from vsnystra.archs.registry import load_model
-from vsnystra.archs.swinir import SwinIR
-from vsnystra.archs.uformer import Uformer
 from vsnystra.attention.specs import Exact, PnPNystra
 from vsnystra.runtime.export import ExportError, example_input, export_onnx, export_program
-
-
-def tiny_swinir() -> RestorationModel:
-    torch.manual_seed(1)
-    net = SwinIR(
-        img_size=16, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, upscale=2, upsampler="pixelshuffledirect"
-    )
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)  # non-zero bias tables, so a wrong gather would show
-    return load_model(net.state_dict())
-
-
-def tiny_uformer() -> RestorationModel:
-    torch.manual_seed(2)
-    net = Uformer(img_size=32, embed_dim=4, depths=(1,) * 9, num_heads=(1,) * 9, win_size=8)
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)
-    return load_model(net.state_dict())
 
 
 @pytest.mark.parametrize("build", [tiny_swinir, tiny_uformer])

@@ -45,4 +45,4 @@ def export_command(model: str, output: Path, size: str, opset: int) -> int:
         hw[1],
         diff,
     )
-    return EXIT_OK if diff < 1e-4 else EXIT_FAILED
+    return EXIT_FAILED if diff >= 1e-4 else EXIT_OK  # NaN: unchecked (no onnxruntime)

@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--sigma", type=_value, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
     )
-    r.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    r.add_argument(
+        "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"
+    )
     r.add_argument(
         "--half",
         action="store_true",

@@ -8,8 +8,10 @@ torch model, so ``restore_image`` pads, tiles and crops exactly as for the torch
 
 from __future__ import annotations
 
+import tempfile
 import threading
 import weakref
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 
 from vsnystra.archs.base import RestorationModel, SizeRule
 from vsnystra.lru import LRU
-from vsnystra.runtime.export import check_exportable, export_program
+from vsnystra.runtime.export import check_exportable, write_onnx
 
 BACKEND_CHOICES = ("torch", "openvino")
 _MAX_SHAPES = 8
@@ -55,8 +57,10 @@ class OpenVINOModel(RestorationModel):
     def _compile(self, x: torch.Tensor, threads: object) -> Any:
         import openvino as ov
 
-        program = export_program(self.torch_model, torch.zeros_like(x, device="cpu"))
-        converted = ov.convert_model(program)
+        with tempfile.TemporaryDirectory(prefix="vsnystra-ov-") as tmp:
+            onnx = Path(tmp) / "model.onnx"  # through ONNX: OpenVINO's torch.export front end lacks some aten ops
+            write_onnx(self.torch_model, torch.zeros_like(x, device="cpu"), onnx)
+            converted = ov.Core().read_model(str(onnx))
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
         if x.dtype == torch.bfloat16:
             config["INFERENCE_PRECISION_HINT"] = "bf16"
