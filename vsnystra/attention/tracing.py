@@ -21,12 +21,13 @@ def exporting() -> bool:
 
 
 TRACE_MESSAGE = (
-    "attention: PnP-Nystra reads the mask's and the landmarks' values and cannot be traced (torch.export, "
-    'torch.compile); patch the model to Exact() attention (attention="exact") before exporting'
+    "attention: PnP-Nystra reads the mask's and the landmarks' values and cannot be traced by torch.export; "
+    'patch the model to Exact() attention (attention="exact") before exporting'
 )
 
 
 def refuse_trace() -> None:
-    """Raise before any cache is touched when a data-dependent path is traced (fake tensors must not be cached)."""
-    if tracing():
+    """Raise before any cache is touched when torch.export traces a data-dependent path (its Python runs for real on
+    fake tensors, which must not be cached); torch.compile keeps graph-breaking there as before."""
+    if exporting():
         raise NotImplementedError(TRACE_MESSAGE)
