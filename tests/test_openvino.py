@@ -65,3 +65,16 @@ def test_device_openvino_rejects_what_it_cannot_run() -> None:
 def test_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="backend must be one of"):
         with_backend(tiny_swinir(), "tensorrt")
+
+
+@needs_openvino
+def test_both_front_ends_wrap_the_model_for_openvino() -> None:
+    pytest.importorskip("vapoursynth")
+    from vsnystra.cli.model import load
+    from vsnystra.vs.filters import _load
+
+    loaded = load(Options(model="swinir-x2-small", device="openvino"))
+    assert isinstance(loaded.model, OpenVINOModel) and loaded.model.compiles == 0  # compiled on the first frame
+    s = resolve("nystra.SwinIR", Options(model="swinir-x2-small", device="openvino"))
+    net, info, _ = _load(s, "SwinIR")
+    assert net is loaded.model and info.arch == "swinir"  # one wrapper per cached model: its compiles are shared
