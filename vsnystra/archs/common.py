@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsnystra.attention.tracing import tracing
+
 MASK_VALUE = -100.0
 
 
@@ -126,6 +128,8 @@ class MaskCache:
     def get(
         self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
+        if tracing():  # built in the graph from shapes; a trace never touches the cache
+            return shift_mask(h, w, window, shift, device=device, dtype=dtype)
         key = (h, w, window, shift, str(device), dtype)
         hit = self._store.get(key)
         if hit is not None:
@@ -142,6 +146,8 @@ class MaskCache:
         self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached :func:`window_order` for this size."""
+        if tracing():
+            return window_order(h, w, window, shift, device)
         key = ("order", h, w, window, shift, str(device))
         hit = self._store.get(key)
         if hit is not None:
@@ -185,11 +191,11 @@ class RelativeBiasCache:
         dtype: torch.dtype,
     ) -> torch.Tensor:
         recording = torch.is_grad_enabled() and table.requires_grad
-        key = (window, table.device, dtype, table.data_ptr(), table._version)
-        if not recording and key == self._key and self._value is not None:
-            return self._value
-        if recording:
+        if recording or tracing():  # gradients reach the table; a trace gathers in the graph (no storage pointer)
             return self._build(table, index, trained, window, dtype)
+        key = (window, table.device, dtype, table.data_ptr(), table._version)
+        if key == self._key and self._value is not None:
+            return self._value
         with torch.inference_mode(False), torch.no_grad():  # cached values stay normal (versioned) tensors
             bias = self._build(table, index, trained, window, dtype)
         self._key, self._value = key, bias

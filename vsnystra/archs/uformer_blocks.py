@@ -27,6 +27,7 @@ from vsnystra.archs.common import (
 from vsnystra.archs.layers import Linear, conv_gelu, linear_gelu
 from vsnystra.attention import attention
 from vsnystra.attention.specs import AttentionSpec, Exact
+from vsnystra.attention.tracing import tracing
 
 
 class SepConv2d(nn.Module):
@@ -190,6 +191,8 @@ class LeWinBlock(nn.Module):
         assert self.modulator is not None
         weight = self.modulator.weight
         grad = torch.is_grad_enabled() and weight.requires_grad
+        if tracing():  # resized in the graph: no storage pointer, no cache write
+            return _resize_modulator(weight, ws, dtype)
         key = (ws, weight.device, dtype, weight.data_ptr(), weight._version)
         if not grad and self._mod_cache.get("key") == key:
             value: torch.Tensor = self._mod_cache["value"]

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from vsnystra.attention.grid import MaskRuns
 from vsnystra.attention.masks import cached_mask_runs
+from vsnystra.attention.tracing import exporting, tracing
 
 
 def exact_attention(
@@ -24,6 +25,8 @@ def exact_attention(
     broadcast over the batch is ~2x slower), and a stride-0 expand costs nothing. With a shift mask the batch
     (B·nW, nH) is viewed as (B, nW·nH) so bias + mask is materialised once per window, never per image.
     """
+    if exporting():  # plain MatMul/Softmax: SDPA's export decomposition breaks the callers' token-major views
+        return naive_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     bn, nh, n, d = q.shape
     dt = q.dtype
     if bias is None and mask is None:
@@ -39,7 +42,7 @@ def exact_attention(
             "(B·nW, nH, N, d) with windows-major batches and mask as (nW, N, N)"
         )
     b = bn // nw
-    runs = cached_mask_runs(mask)
+    runs = None if tracing() else cached_mask_runs(mask)  # a traced mask has no values to analyse
     if runs is not None and len(runs.reps) * 2 <= nw:
         return _exact_by_pattern(q, k, v, scale, bias, mask, runs)
     m = mask.to(dt).unsqueeze(1)

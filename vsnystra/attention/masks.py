@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vsnystra.attention.grid import MaskRuns, RegionLandmarks, mask_labels, mask_runs, region_landmarks
+from vsnystra.attention.tracing import refuse_trace
 from vsnystra.lru import LRU
 
 _BUDGET_BYTES = 512 << 20
@@ -49,6 +50,7 @@ def _held_bytes(entries: Sequence[_Entry]) -> int:
 
 
 def _entry(mask: torch.Tensor) -> _Entry:
+    refuse_trace()  # a traced mask has no values; refusing here keeps fake tensors out of the cache
     version = _version(mask)
     hit = _entries.get(id(mask))
     if hit is not None and hit.ref() is mask and hit.version == version:

@@ -50,6 +50,7 @@ from vsnystra.attention.masks import cached_region_landmarks
 from vsnystra.attention.policy import nystrom_pays
 from vsnystra.attention.specs import PnPNystra
 from vsnystra.attention.terms import AwareTerms, build_terms, cached_terms
+from vsnystra.attention.tracing import refuse_trace
 
 _log = logging.getLogger(__name__)
 _mask_warned = threading.Event()  # the non-region-mask warning is logged once per process, then at debug level
@@ -412,6 +413,7 @@ def nystra_attention(
     window: tuple[int, ...] | None,
 ) -> torch.Tensor:
     """PnP-Nystra dispatch: exact fallback where Nyström cannot help, else the paper or the bias/mask-aware path."""
+    refuse_trace()  # data-dependent (guards, mask analysis, cached layouts): never traced, never caching fakes
     n = q.shape[2]
     if spec.landmarks >= n or (spec.policy == "auto" and not nystrom_pays(n, spec.landmarks, q.shape[-1], q.device)):
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)

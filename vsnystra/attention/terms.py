@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vsnystra.attention.grid import RegionLandmarks
+from vsnystra.attention.tracing import tracing
 from vsnystra.lru import LRU
 
 _CACHE_SIZE = 64
@@ -79,6 +80,8 @@ def cached_terms(
     bias: torch.Tensor | None, masked: bool, regions: RegionLandmarks, dtype: torch.dtype, device: torch.device
 ) -> AwareTerms:
     """build_terms, reused while the same bias tensor (unmodified) meets the same region layout."""
+    if tracing():  # a traced bias is a fake tensor: build in the graph, never cache it
+        return build_terms(bias, masked, regions, dtype, device)
     key = (id(bias), id(regions), masked, dtype, device)
     hit = _cache.get(key)
     version = -1 if bias is None else _version(bias)

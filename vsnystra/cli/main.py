@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--sigma", type=_value, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
     )
-    r.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
+    r.add_argument(
+        "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"
+    )
     r.add_argument(
         "--half",
         action="store_true",
@@ -134,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     wi.add_argument("name", metavar="NAME")
     wi.add_argument("file", type=Path, metavar="FILE")
     wsub.add_parser("dir", help="print the cache folder (stdout)")
+
+    e = sub.add_parser("export", help="write a model as ONNX for one input size (checked against eager)")
+    e.add_argument("model", metavar="MODEL", help="bundled or official name, or a checkpoint path")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.onnx")
+    e.add_argument("--size", default="128x128", metavar="HxW", help="the model's (padded) input size, e.g. 128x128")
+    e.add_argument("--opset", type=int, default=18)
     return p
 
 
@@ -338,6 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         prefer_huge_pages()  # before torch's first allocation (see vsnystra.runtime.memory)
         return _restore(args)
+    if args.command == "export":
+        from vsnystra.cli.export import export_command
+
+        return export_command(args.model, args.output, args.size, args.opset)
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error

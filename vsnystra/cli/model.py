@@ -20,6 +20,7 @@ from vsnystra.archs.base import model_info
 from vsnystra.archs.registry import ARCHITECTURES
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.openvino import with_backend
 from vsnystra.runtime.settings import Options, check_model, resolve
 from vsnystra.runtime.video import restore_video
 
@@ -75,19 +76,22 @@ class LoadedModel:
 def load(options: Options) -> LoadedModel:
     """Resolve the options and load the model once for the whole batch; fails early with the fix in the message."""
     s = resolve(CALLER, options)
-    model = default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention)
+    model = with_backend(
+        default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention), s.backend
+    )
     info = model_info(model, CALLER)
     sigma = check_model(s, info)
     if info.needs_sigma and s.sigma is None:
         log.info("no --sigma given: denoising with sigma %g (the architecture's default)", sigma)
     log.info(
-        "model %s (%s %s, x%d) on %s/%s, attention %s",
+        "model %s (%s %s, x%d) on %s/%s (%s), attention %s",
         s.model_path.name,
         info.arch,
         info.task,
         info.scale,
         s.device,
         s.dtype,
+        s.backend,
         s.attention.spec,
     )
     temporal: tuple[int, int] | None = None

@@ -13,6 +13,7 @@ how it was trained); the architecture's (PnP-Nystra settings, default model, ``d
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -135,6 +136,7 @@ class Settings:
     chunk: int | None  # video models: frames per temporal chunk
     chunk_overlap: int
     sigma: float | None  # the given noise level (by the user or the bundled model's defaults)
+    backend: str = "torch"  # "torch", or "openvino" (device="openvino": the CPU through OpenVINO, exact attention)
 
 
 def attention_spec(
@@ -273,6 +275,11 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
     options = _with_model_defaults(options, path)
     window = _window(caller, options.window, arch)
     name = (as_text(caller, "attention", options.attention) or "auto").strip().lower()
+    device_text = as_text(caller, "device", options.device) or "auto"
+    backend = "openvino" if device_text.strip().lower() == "openvino" else "torch"
+    if backend == "openvino":
+        _check_openvino(caller, arch, name)
+        name, device_text = "exact", "cpu"
     spec = attention_spec(
         name, options.landmarks, options.iters, arch, enlarged_window=window is not None, caller=caller
     )
@@ -283,7 +290,6 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
         log.warning("%s: chunk and chunk_overlap are ignored: image models restore frame by frame", caller)
         chunk = chunk_overlap = None
     sigma = None if options.sigma is None else check_sigma(caller, options.sigma)
-    device_text = as_text(caller, "device", options.device) or "auto"
     try:
         device = resolve_device(device_text, caller=caller)
     except ValueError as exc:
@@ -297,13 +303,24 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
         attention_name=name,
         attention=AttentionConfig(spec=spec, window=window),
         device=device,
-        dtype=compute_dtype(device, options.half, arch),
+        dtype=torch.float32 if backend == "openvino" else compute_dtype(device, options.half, arch),
         tile=tile,
         tile_overlap=runtime_overlap if overlap is None else overlap,
         chunk=(video.DEFAULT_CHUNK if chunk is None else chunk) if video_model else None,
         chunk_overlap=video.DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap,
         sigma=sigma,
+        backend=backend,
     )
+
+
+def _check_openvino(caller: str, arch: Architecture | None, attention: str) -> None:
+    """device="openvino" runs exported image models with exact attention, and needs the optional package."""
+    if arch is not None and arch.kind != "image":
+        raise fail(caller, f'device="openvino" supports the image models only, not {arch.name}; use device="cpu"')
+    if attention == "nystra":
+        raise fail(caller, 'device="openvino" runs exact attention only; drop attention="nystra" or use device="cpu"')
+    if importlib.util.find_spec("openvino") is None:
+        raise fail(caller, 'device="openvino" needs the openvino package; pip install "vsnystra[openvino]"')
 
 
 def check_model(settings: Settings, info: ModelInfo) -> float | None:

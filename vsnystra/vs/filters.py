@@ -24,6 +24,7 @@ from vsnystra.archs.registry import architecture
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.device import run_on_device, run_with_oom_retry
 from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.openvino import with_backend
 from vsnystra.runtime.settings import Options, Settings, check_int, check_model, resolve
 from vsnystra.runtime.video import restore_chunk
 from vsnystra.vs import validate as V
@@ -49,6 +50,7 @@ def _load(s: Settings, func: str) -> tuple[nn.Module, ModelInfo, float | None]:
     """Load (or reuse) the model, check that it belongs to this filter; returns it, its info and its sigma."""
     try:
         net = default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention)
+        net = with_backend(net, s.backend)
     except (FileNotFoundError, IsADirectoryError, KeyError, ValueError, TypeError) as exc:
         raise V.fail(func, f"cannot use model {str(s.model_path)!r}: {exc}") from exc
     info = model_info(net, f"nystra.{func}")
@@ -146,8 +148,9 @@ def SwinIR(
 
     clip: RGBS/RGBH (GRAYS/GRAYH for 1-channel checkpoints). model: checkpoint path or zoo name (default: the
     bundled SwinIR). attention: "auto" (default), "nystra" or "exact"; landmarks (16), iters (6; 2 at ``window``);
-    window: enlarged attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N". tile: [w, h] input pixels
-    with tile_overlap (32) px cross-faded; on CUDA out of memory the frame is retried with smaller tiles.
+    window: enlarged attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N" or "openvino" (the CPU
+    through OpenVINO, exact attention). tile: [w, h] input pixels with tile_overlap (32) px cross-faded; on CUDA out
+    of memory the frame is retried with smaller tiles.
     """
     options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
     return _image_filter(architecture("swinir"), clip, options)
