@@ -354,5 +354,4 @@ ARCHITECTURE = Architecture(
     tile_multiple=8,
     # the recurrent, deformable alignment lost 0.6 dB in bf16 for a 1.3x gain: RVRT stays in fp32 on CPUs
     cpu_bf16=False,
-    default_sigma=12.0,  # 0-255 scale
 )

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from vsnystra.archs.base import ModelInfo, SizeRule, model_info
+from vsnystra.runtime.precision import Fp32Model, finite_or_fp32, fp32_copy
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,13 @@ def restore_chunk(
     tile: Tile = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     sigma: float | None = None,
+    fp32_model: Fp32Model | None = None,
 ) -> torch.Tensor:
-    """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype."""
+    """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype.
+
+    A half-precision tile (or chunk) with non-finite output is recomputed in fp32 (``fp32_model()``, default a copy
+    of ``model``), with one warning.
+    """
     info = _video_info(model)
     p = next(model.parameters())
     device, dtype, scale = p.device, p.dtype, info.scale
@@ -134,9 +140,14 @@ def restore_chunk(
     t, _, h, w = x.shape
     tiles = _normalise_tile(tile)
     rule = info.size_rule
+    fallback = fp32_model or fp32_copy(model)
+
+    def forward(net: nn.Module, clip: torch.Tensor) -> torch.Tensor:
+        return _forward_padded(net, clip, scale, rule)
+
     with torch.no_grad():
         if tiles is None:
-            return _forward_padded(model, x, scale, rule)
+            return finite_or_fp32(forward, model, x, fallback).to(dtype)
         if not 0 <= tile_overlap < min(tiles):
             raise ValueError(f"restore_video: tile_overlap must be in [0, tile), got {tile_overlap} for tile {tile}")
         th, tw = min(tiles[0], h), min(tiles[1], w)
@@ -147,7 +158,7 @@ def restore_chunk(
         trim = tile_overlap // 2
         for y0 in hs:
             for x0 in ws:
-                patch = _forward_padded(model, x[:, :, y0 : y0 + th, x0 : x0 + tw], scale, rule).float()
+                patch = finite_or_fp32(forward, model, x[:, :, y0 : y0 + th, x0 : x0 + tw], fallback).float()
                 m = torch.ones(1, 1, *patch.shape[-2:], device=device)
                 if trim:
                     if y0 < hs[-1]:

@@ -24,6 +24,7 @@ from vsnystra.archs.registry import architecture
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.device import run_on_device, run_with_oom_retry
 from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.noise import estimate_sigma
 from vsnystra.runtime.settings import Options, Settings, check_int, check_model, resolve
 from vsnystra.runtime.video import restore_chunk
 from vsnystra.vs import formats
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RVRT", "SwinIR", "Uformer"]
 
+SIGMA_FRAMES = 8  # frames of a scene its noise estimate reads (as the command line's)
 DEFAULT_CACHE_CHUNKS = 2  # the two overlapping chunks of in-order playback; memory = this × chunk × output frame
 FrameRenderer = Callable[[int, vs.VideoFrame, vs.VideoFrame], vs.VideoFrame]  # (n, template, source) -> output
 
@@ -57,6 +59,11 @@ def _load(s: Settings, func: str) -> tuple[nn.Module, ModelInfo, float | None]:
     with V.filter_errors():
         sigma = check_model(s, info)
     return net, info, sigma
+
+
+def _fp32(s: Settings) -> Callable[[], nn.Module]:
+    """The fp32 twin of the filter's model (from the model cache) for tiles whose half-precision output overflowed."""
+    return lambda: default_cache().get(s.model_path, device=s.device, dtype=torch.float32, attention=s.attention)
 
 
 def _check_channels(func: str, s: Settings, clip: vs.VideoNode, info: ModelInfo) -> None:
@@ -137,7 +144,7 @@ def _image_filter(arch: Architecture, source: Any, options: Options, format: obj
 
     def run(x: torch.Tensor, tile_wh: tuple[int, int] | None) -> torch.Tensor:
         with torch.no_grad():
-            return restore_image(net, x, tile=tile_wh, tile_overlap=s.tile_overlap)
+            return restore_image(net, x, tile=tile_wh, tile_overlap=s.tile_overlap, fp32_model=_fp32(s))
 
     def render(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
         x = frame_to_tensor(src, device=s.device, dtype=s.dtype)
@@ -221,9 +228,10 @@ def RVRT(
     [h, w] or [t, h, w] enlarges the attention window. tile: [w, h] input pixels (multiples of 8), tile_overlap:
     [px]. chunk (16, even) frames per chunk, chunk_overlap (2) frames shared by neighbouring chunks and averaged;
     a bundled model may carry its own (models/zoo.json "defaults"). sigma: noise level (0-255) for non-blind
-    denoisers (default 12). cache_chunks (2): chunk results kept in memory; memory ~ cache_chunks x chunk x output
-    frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end chunks, so shots never mix; frames may be
-    requested in any order and from any number of threads.
+    denoisers; without it the level is estimated per scene from its first 8 frames (vsnystra.runtime.noise), logged
+    and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
+    memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
+    chunks, so shots never mix; frames may be requested in any order and from any number of threads.
     """
     node, _ = rvrt_with_restorer(
         clip,
@@ -291,6 +299,8 @@ def rvrt_with_restorer(
     restorer = TemporalRestorer(
         clip,
         runner=_chunk_runner(net, s, sigma, (clip.width, clip.height)),
+        scene_sigma=estimate_sigma if info.needs_sigma and sigma is None else None,
+        sigma_frames=SIGMA_FRAMES,
         loader=lambda frames: frames_to_tensor(frames, device=s.device, dtype=s.dtype),
         chunk=s.chunk,
         overlap=s.chunk_overlap,
@@ -298,7 +308,11 @@ def rvrt_with_restorer(
     )
 
     def render(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
-        return tensor_to_frame(restorer.frame(n), template, props=_props(src, s))
+        props = _props(src, s)
+        if info.needs_sigma:
+            level = restorer.sigma(n)
+            props["nystra_sigma"] = level if level is not None else sigma
+        return tensor_to_frame(restorer.frame(n), template, props=props)
 
     return _finish(source, modify_frames(clip, out, render, func), conv, out_format), restorer
 
@@ -306,12 +320,17 @@ def rvrt_with_restorer(
 def _chunk_runner(
     net: nn.Module, s: Settings, sigma: float | None, size: tuple[int, int]
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Restore one chunk of frames on the device's inference thread, retrying smaller tiles on CUDA out of memory."""
+    """Restore one chunk of frames on the device's inference thread, retrying smaller tiles on CUDA out of memory.
 
-    def run_chunk(frames: torch.Tensor) -> torch.Tensor:
+    ``sigma`` is the given noise level; the scheduler passes its scene's estimate when none was given.
+    """
+
+    def run_chunk(frames: torch.Tensor, level: float | None = sigma) -> torch.Tensor:
         def attempt(tile_wh: tuple[int, int] | None) -> torch.Tensor:
             with torch.no_grad():
-                y = restore_chunk(net, frames, sigma=sigma, tile=tile_wh, tile_overlap=s.tile_overlap)
+                y = restore_chunk(
+                    net, frames, sigma=level, tile=tile_wh, tile_overlap=s.tile_overlap, fp32_model=_fp32(s)
+                )
             return y.to("cpu")
 
         return run_on_device(
