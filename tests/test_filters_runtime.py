@@ -40,9 +40,12 @@ def test_compute_dtype_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     for native in (False, True):
         monkeypatch.setattr(D, "cpu_has_native_bf16", lambda native=native: native)
+        monkeypatch.setattr(D, "cuda_bf16_supported", lambda device, native=native: native)
         assert D.compute_dtype(cpu, half=False) is torch.float32
         assert D.compute_dtype(cuda, half=False) is torch.float32
-        assert D.compute_dtype(cuda, half=True) is torch.float16
+        # RGBH on CUDA: bf16 where the GPU has it (no fp16 overflow), else fp16
+        assert D.compute_dtype(cuda, half=True) is (torch.bfloat16 if native else torch.float16)
+        assert D.compute_dtype(cuda, True, "swinir") is (torch.bfloat16 if native else torch.float16)
         # RGBH on a CPU: bf16 where it is native (fast), else fp32 (emulated bf16 is many times slower)
         assert D.compute_dtype(cpu, half=True) is (torch.bfloat16 if native else torch.float32)
         assert D.compute_dtype(cpu, True, "uformer") is (torch.bfloat16 if native else torch.float32)

@@ -32,10 +32,12 @@ Padding = Literal["mirror_past", "centred_square", "mirror_to"]
 
 @dataclass(frozen=True)
 class SizeRule:
-    """What a forward needs of its input: sides a multiple of ``multiple_of``, reached by ``padding``."""
+    """What a forward needs of its input: sides a multiple of ``multiple_of``, reached by ``padding``, and at least
+    ``min_side`` pixels (smaller inputs are mirror-padded up to it by the runtimes and cropped back)."""
 
     multiple_of: int
     padding: Padding
+    min_side: int = 1
 
     @property
     def square(self) -> bool:

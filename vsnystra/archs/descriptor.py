@@ -43,8 +43,7 @@ class Architecture:
     few iterations and thresholded kernel were tuned for enlarged windows without bias; at the small trained
     windows they cost far more accuracy than the plain exp kernel with more iterations (README, "Usage").
     cpu_bf16: whether half-precision input may run in bf16 on CPUs with native bf16 (False where the model lost
-    visible quality in bf16). default_sigma: the noise level its non-blind denoisers run with when neither the user
-    nor the bundled model's zoo entry gives one.
+    visible quality in bf16).
     """
 
     name: str  # ModelInfo.arch and models/zoo.json's "arch"
@@ -62,7 +61,6 @@ class Architecture:
     gray: bool = False  # one-channel checkpoints exist (the filter accepts GRAYS/GRAYH clips)
     tile_multiple: int = 1  # tiles must be multiples of this (input pixels)
     cpu_bf16: bool = True
-    default_sigma: float | None = None
 
     def nystra_defaults(self, *, enlarged_window: bool) -> NystraDefaults:
         return self.nystra_paper if enlarged_window else self.nystra_trained

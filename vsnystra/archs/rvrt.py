@@ -107,8 +107,13 @@ class RVRT(RestorationModel):
         self.conv_last = FrameConv3d(64, 3, kernel_size=(1, 3, 3), padding=(0, 1, 1))
 
     def size_rule(self) -> SizeRule:
-        """Frames mirror-padded to a multiple of 8 (the official whole-frame rule; STLs pad larger windows inside)."""
-        return SizeRule(multiple_of=8, padding="mirror_to")
+        """Frames mirror-padded to a multiple of 8 (the official whole-frame rule; STLs pad larger windows inside).
+
+        SpyNet needs flow frames larger than 32 px; deblurring and denoising compute flows at 1/4 size, so their
+        frames need more than 128 px per side.
+        """
+        flow_side = 33 if self.upscale == 4 else 4 * 32 + 1
+        return SizeRule(multiple_of=8, padding="mirror_to", min_side=flow_side)
 
     # -- flows ---------------------------------------------------------------------------------------------
     def compute_flows(self, lqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -349,5 +354,4 @@ ARCHITECTURE = Architecture(
     tile_multiple=8,
     # the recurrent, deformable alignment lost 0.6 dB in bf16 for a 1.3x gain: RVRT stays in fp32 on CPUs
     cpu_bf16=False,
-    default_sigma=12.0,  # 0-255 scale
 )

@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--iters", type=_value, help="PnP-Nystra pseudo-inverse iterations (at most 64)")
     r.add_argument("--window", type=_values, help="enlarged attention window: 32 (SwinIR, Uformer), 64,64 (RVRT)")
     r.add_argument(
-        "--sigma", type=_value, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
+        "--sigma",
+        type=_value,
+        help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default: estimated from the frames)",
     )
     r.add_argument(
         "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"

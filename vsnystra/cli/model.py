@@ -9,6 +9,7 @@ resolver (:mod:`vsnystra.runtime.settings`), so both reject the same bad setting
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from vsnystra.archs.base import model_info
 from vsnystra.archs.registry import ARCHITECTURES
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.noise import estimate_sigma
 from vsnystra.runtime.openvino import with_backend
 from vsnystra.runtime.settings import Options, check_model, resolve
 from vsnystra.runtime.video import restore_video
@@ -27,6 +29,7 @@ from vsnystra.runtime.video import restore_video
 log = logging.getLogger(__name__)
 
 CALLER = "vsnystra restore"
+SIGMA_FRAMES = 8  # frames a noise estimate reads (the filters read the same number per scene)
 
 Restorer = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
 """Takes (3, H, W) float32 frames in [0, 1], yields restored (3, sH, sW) float32 frames, same count.
@@ -81,8 +84,6 @@ def load(options: Options) -> LoadedModel:
     )
     info = model_info(model, CALLER)
     sigma = check_model(s, info)
-    if info.needs_sigma and s.sigma is None:
-        log.info("no --sigma given: denoising with sigma %g (the architecture's default)", sigma)
     log.info(
         "model %s (%s %s, x%d) on %s/%s (%s), attention %s",
         s.model_path.name,
@@ -97,7 +98,9 @@ def load(options: Options) -> LoadedModel:
     temporal: tuple[int, int] | None = None
     if info.kind == "video":
         assert s.chunk is not None  # a video architecture always resolves a chunk length
-        restorer = _video_restorer(model, s.device, s.dtype, s.chunk, s.chunk_overlap, s.tile, s.tile_overlap, sigma)
+        restorer = _video_restorer(
+            model, s.device, s.dtype, s.chunk, s.chunk_overlap, s.tile, s.tile_overlap, sigma, info.needs_sigma
+        )
         temporal = (s.chunk, s.chunk_overlap)
     else:
         restorer = _image_restorer(model, s.device, s.dtype, tile=s.tile, tile_overlap=s.tile_overlap)
@@ -113,9 +116,25 @@ def _video_restorer(
     tile: tuple[int, int] | None,
     tile_overlap: int,
     sigma: float | None,
+    needs_sigma: bool = False,
 ) -> Restorer:
+    """Without a sigma, a non-blind denoiser's noise level is estimated per input from its first frames (the command
+    line sees one input as one scene)."""
+
     def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        staged = (torch.from_numpy(f).to(device=device, dtype=dtype, non_blocking=True) for f in frames)
+        staged: Iterator[torch.Tensor] = (
+            torch.from_numpy(f).to(device=device, dtype=dtype, non_blocking=True) for f in frames
+        )
+        level = sigma
+        if needs_sigma and level is None:
+            head = list(itertools.islice(staged, SIGMA_FRAMES))
+            if not head:
+                return
+            level = estimate_sigma(torch.stack(head))
+            log.info(
+                "no --sigma given: estimated noise level %.2f (0-255) from the first %d frame(s)", level, len(head)
+            )
+            staged = itertools.chain(head, staged)
         with torch.inference_mode():
             out = iter(
                 restore_video(
@@ -125,7 +144,7 @@ def _video_restorer(
                     chunk_overlap=chunk_overlap,
                     tile=tile,  # (w, h) like the CLI's WxH
                     tile_overlap=tile_overlap,
-                    sigma=sigma,
+                    sigma=level,
                 )
             )
         while True:

@@ -73,6 +73,11 @@ def resolve_device(spec: str | torch.device | None = "auto", *, caller: str = "v
     raise ValueError(f"{caller}: device {spec!r} is not understood; use one of {', '.join(DEVICE_CHOICES)}")
 
 
+def cuda_bf16_supported(device: torch.device) -> bool:
+    """True when the CUDA device computes bf16 natively (compute capability 8.0, Ampere, and newer); for tests."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs that run bf16 matmuls and convolutions natively (AVX512-BF16 or AMX), isolated for tests."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -82,18 +87,19 @@ def cpu_has_native_bf16() -> bool:
 def compute_dtype(device: torch.device, half: bool, arch: str | Architecture | None = None) -> torch.dtype:
     """The dtype a model of ``arch`` (an Architecture or its name) runs in for input of this precision on ``device``.
 
-    Single-precision input always runs in fp32. Half-precision input runs in fp16 on CUDA (tensor cores, half the
-    memory). On a CPU, fp16 has no fast kernels and bf16 is only fast where the CPU has it natively (elsewhere it is
-    emulated, many times slower than fp32), so half input runs in bf16 there, and only for architectures whose
-    quality survives bf16 (``Architecture.cpu_bf16``); everything else runs in fp32. Outputs are rounded to the
-    clip's precision afterwards.
+    Single-precision input always runs in fp32. Half-precision input runs on CUDA in bf16 where the GPU has it
+    (fp32's range: no overflow) for architectures whose quality survives bf16 (``Architecture.cpu_bf16``, measured on
+    CPUs; RVRT lost 0.6 dB), else in fp16 (tensor cores, half the memory); a half tile whose output is not finite is
+    recomputed in fp32 (runtime.precision). On a CPU, fp16 has no fast kernels and bf16 is only fast where the CPU has
+    it natively (elsewhere it is emulated, many times slower than fp32), so half input runs in bf16 there, with the
+    same architecture rule; everything else runs in fp32. Outputs are rounded to the clip's precision afterwards.
     """
     if not half:
         return torch.float32
-    if device.type == "cuda":
-        return torch.float16
     described = architecture(arch) if isinstance(arch, str) else arch
     bf16_ok = described is None or described.cpu_bf16
+    if device.type == "cuda":
+        return torch.bfloat16 if bf16_ok and cuda_bf16_supported(device) else torch.float16
     return torch.bfloat16 if bf16_ok and cpu_has_native_bf16() else torch.float32
 
 

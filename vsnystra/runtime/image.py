@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from vsnystra.archs.base import SizeRule, model_info
+from vsnystra.runtime.precision import Fp32Model, finite_or_fp32, fp32_copy
 from vsnystra.runtime.tiling import normalise_tile, run_tiled
 
 DEFAULT_TILE_OVERLAP = 32
@@ -79,11 +80,14 @@ def restore_image(
     *,
     tile: int | tuple[int, int] | None = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
+    fp32_model: Fp32Model | None = None,
 ) -> torch.Tensor:
     """Restore (C,H,W) or (B,C,H,W) floats in [0,1] with the official test procedure; returns the input's layout.
 
     Runs on the model's device and dtype and returns the input's device and dtype. ``tile`` (int or (w, h)) splits
-    the image into overlapping tiles whose outputs are cross-faded over ``tile_overlap`` pixels.
+    the image into overlapping tiles whose outputs are cross-faded over ``tile_overlap`` pixels. A half-precision
+    tile (or frame) with non-finite output is recomputed in fp32 with ``fp32_model()`` (default: a copy of
+    ``model``), with one warning.
     """
     if not isinstance(image, torch.Tensor) or image.dim() not in (3, 4) or not image.is_floating_point():
         got = f"{tuple(image.shape)} {image.dtype}" if isinstance(image, torch.Tensor) else type(image).__name__
@@ -103,11 +107,16 @@ def restore_image(
     x = image if image.dim() == 4 else image.unsqueeze(0)
     x = x.to(device=param.device, dtype=param.dtype)
     scale = info.scale
+    fallback = fp32_model or fp32_copy(model)
+
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        return finite_or_fp32(padded_forward, model, t, fallback)
+
     with torch.no_grad():
         if tile is None:
-            y = padded_forward(model, x)
+            y = forward(x)
         else:
             th, tw = normalise_tile(tile, x.shape[-2], x.shape[-1])
-            y = run_tiled(lambda t: padded_forward(model, t), x, (th, tw), tile_overlap, scale)
+            y = run_tiled(forward, x, (th, tw), tile_overlap, scale)
     y = y.to(device=image.device, dtype=image.dtype)
     return y if image.dim() == 4 else y[0]

@@ -6,8 +6,9 @@ attention configuration, device, dtype, tiles and chunks. Errors are :class:`Set
 message is ``"<caller>: <what is wrong>; <fix>"``, the same words after the caller's name in both front ends.
 
 Defaults, in order: what the user gave; the bundled model's own defaults (``models/zoo.json`` "defaults", set from
-how it was trained); the architecture's (PnP-Nystra settings, default model, ``default_sigma``); the runtime's
-(``restore_image`` / ``restore_video`` keyword defaults).
+how it was trained); the architecture's (PnP-Nystra settings, default model); the runtime's
+(``restore_image`` / ``restore_video`` keyword defaults). A non-blind denoiser without a sigma from the user or its
+zoo entry estimates it from the clip (:mod:`vsnystra.runtime.noise`; each front end per scene it sees).
 """
 
 from __future__ import annotations
@@ -324,15 +325,16 @@ def _check_openvino(caller: str, arch: Architecture | None, attention: str) -> N
 
 
 def check_model(settings: Settings, info: ModelInfo) -> float | None:
-    """After loading: the model belongs to the resolved architecture; returns the sigma to run it with."""
+    """After loading: the model belongs to the resolved architecture; returns the sigma to run it with.
+
+    None for a non-blind denoiser means "estimate it from the clip" (:func:`vsnystra.runtime.noise.estimate_sigma`).
+    """
     name = settings.model_path.name
     if settings.arch is not None and info.arch != settings.arch.name:
         other = architecture(info.arch).filter_name
         raise fail(settings.caller, f"model {name!r} is a {other} checkpoint; call nystra.{other} with it")
     if info.needs_sigma:
-        if settings.sigma is not None:
-            return settings.sigma
-        return architecture(info.arch).default_sigma
+        return settings.sigma
     if settings.sigma is not None:
         raise fail(
             settings.caller,

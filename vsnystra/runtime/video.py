@@ -6,6 +6,7 @@ frame count is extended by its time-mirrored last frame (RVRT works on 2-frame c
 Spatial tiles (``tile`` px, ``tile_overlap`` px): same start rule; for every tile edge that is not an image border
 the outer ``tile_overlap // 2`` OUTPUT pixels are dropped before averaging. Without tiles the frame is mirror-padded
 to a multiple of 8 and cropped (the official whole-frame rule); tiles are padded the same way only when needed.
+Frames (or tiles) smaller than the size rule's ``min_side`` (SpyNet's flow minimum) are mirror-padded up to it.
 Non-blind denoisers (``model.info.needs_sigma``) get the constant sigma/255 map as a 4th channel.
 
 Computing one chunk on demand (the VapourSynth filter does this, frame by frame), identical to restore_video::
@@ -26,7 +27,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
-from vsnystra.archs.base import ModelInfo, model_info
+from vsnystra.archs.base import ModelInfo, SizeRule, model_info
+from vsnystra.runtime.precision import Fp32Model, finite_or_fp32, fp32_copy
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +69,11 @@ def _check_chunk(chunk: int, overlap: int) -> None:
         raise ValueError(f"restore_video: chunk_overlap must be in [0, chunk), got {overlap} for chunk {chunk}")
 
 
-def _mirror_pad(x: torch.Tensor, dim: int, multiple: int) -> tuple[torch.Tensor, int]:
-    """Append the mirrored tail (edge included) along ``dim`` up to a multiple; returns (padded, original size)."""
+def _mirror_pad(x: torch.Tensor, dim: int, multiple: int, minimum: int = 1) -> tuple[torch.Tensor, int]:
+    """Append the mirrored tail (edge included) along ``dim`` up to a multiple of at least ``minimum`` samples
+    (mirroring on as often as a tiny input needs); returns (padded, original size)."""
     n = x.shape[dim]
-    pad = (multiple - n % multiple) % multiple
+    pad = -(-max(n, minimum) // multiple) * multiple - n
     if not pad:
         return x, n
     idx = torch.arange(n + pad, device=x.device) % (2 * n)
@@ -85,11 +88,11 @@ def _video_info(model: nn.Module) -> ModelInfo:
     return info
 
 
-def _forward_padded(model: nn.Module, x: torch.Tensor, scale: int, multiple: int) -> torch.Tensor:
-    """x (t, c, h, w): pad time to even and space to ``multiple`` by mirroring, run, crop."""
+def _forward_padded(model: nn.Module, x: torch.Tensor, scale: int, rule: SizeRule) -> torch.Tensor:
+    """x (t, c, h, w): pad time to even and space to the size rule (multiple and minimum) by mirroring, run, crop."""
     x, t = _mirror_pad(x, 0, 2)
-    x, h = _mirror_pad(x, 2, multiple)
-    x, w = _mirror_pad(x, 3, multiple)
+    x, h = _mirror_pad(x, 2, rule.multiple_of, rule.min_side)
+    x, w = _mirror_pad(x, 3, rule.multiple_of, rule.min_side)
     y = model(x.unsqueeze(0))[0]
     return y[:t, :, : h * scale, : w * scale]
 
@@ -115,8 +118,13 @@ def restore_chunk(
     tile: Tile = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     sigma: float | None = None,
+    fp32_model: Fp32Model | None = None,
 ) -> torch.Tensor:
-    """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype."""
+    """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype.
+
+    A half-precision tile (or chunk) with non-finite output is recomputed in fp32 (``fp32_model()``, default a copy
+    of ``model``), with one warning.
+    """
     info = _video_info(model)
     p = next(model.parameters())
     device, dtype, scale = p.device, p.dtype, info.scale
@@ -131,10 +139,15 @@ def restore_chunk(
         raise ValueError("restore_video: sigma is only for non-blind denoisers (model.info.needs_sigma); drop it")
     t, _, h, w = x.shape
     tiles = _normalise_tile(tile)
-    multiple = info.size_rule.multiple_of
+    rule = info.size_rule
+    fallback = fp32_model or fp32_copy(model)
+
+    def forward(net: nn.Module, clip: torch.Tensor) -> torch.Tensor:
+        return _forward_padded(net, clip, scale, rule)
+
     with torch.no_grad():
         if tiles is None:
-            return _forward_padded(model, x, scale, multiple)
+            return finite_or_fp32(forward, model, x, fallback).to(dtype)
         if not 0 <= tile_overlap < min(tiles):
             raise ValueError(f"restore_video: tile_overlap must be in [0, tile), got {tile_overlap} for tile {tile}")
         th, tw = min(tiles[0], h), min(tiles[1], w)
@@ -145,7 +158,7 @@ def restore_chunk(
         trim = tile_overlap // 2
         for y0 in hs:
             for x0 in ws:
-                patch = _forward_padded(model, x[:, :, y0 : y0 + th, x0 : x0 + tw], scale, multiple).float()
+                patch = finite_or_fp32(forward, model, x[:, :, y0 : y0 + th, x0 : x0 + tw], fallback).float()
                 m = torch.ones(1, 1, *patch.shape[-2:], device=device)
                 if trim:
                     if y0 < hs[-1]:

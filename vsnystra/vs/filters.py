@@ -24,10 +24,13 @@ from vsnystra.archs.registry import architecture
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.device import run_on_device, run_with_oom_retry
 from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.noise import estimate_sigma
 from vsnystra.runtime.openvino import with_backend
 from vsnystra.runtime.settings import Options, Settings, check_int, check_model, resolve
 from vsnystra.runtime.video import restore_chunk
+from vsnystra.vs import formats
 from vsnystra.vs import validate as V
+from vsnystra.vs.formats import Conversion
 from vsnystra.vs.frames import frame_to_tensor, frames_to_tensor, tensor_to_frame
 from vsnystra.vs.temporal import TemporalRestorer
 
@@ -35,13 +38,14 @@ log = logging.getLogger(__name__)
 
 __all__ = ["RVRT", "SwinIR", "Uformer"]
 
+SIGMA_FRAMES = 8  # frames of a scene its noise estimate reads (as the command line's)
 DEFAULT_CACHE_CHUNKS = 2  # the two overlapping chunks of in-order playback; memory = this × chunk × output frame
 FrameRenderer = Callable[[int, vs.VideoFrame, vs.VideoFrame], vs.VideoFrame]  # (n, template, source) -> output
 
 
 def _settings(arch: Architecture, clip: Any, options: Options) -> Settings:
     """The clip checks of this filter, then the shared options through the settings resolver."""
-    half = V.check_clip(arch.filter_name, clip, allow_gray=arch.gray)
+    half = V.check_clip(arch.filter_name, clip)
     with V.filter_errors():
         return resolve(f"nystra.{arch.filter_name}", dataclasses.replace(options, half=half), arch=arch)
 
@@ -59,19 +63,39 @@ def _load(s: Settings, func: str) -> tuple[nn.Module, ModelInfo, float | None]:
     return net, info, sigma
 
 
+def _fp32(s: Settings) -> Callable[[], nn.Module]:
+    """The fp32 twin of the filter's model (from the model cache) for tiles whose half-precision output overflowed."""
+    return lambda: default_cache().get(s.model_path, device=s.device, dtype=torch.float32, attention=s.attention)
+
+
 def _check_channels(func: str, s: Settings, clip: vs.VideoNode, info: ModelInfo) -> None:
-    want = int(info.in_channels)
-    have = clip.format.num_planes
-    if want != have:
-        half = clip.format.bits_per_sample == 16
-        target = "vs.RGBH" if half else "vs.RGBS"
-        gray = "vs.GRAYH" if half else "vs.GRAYS"
-        fix = f"core.resize.Point(clip, format={target})" if want == 3 else "core.std.ShufflePlanes(clip, 0, vs.GRAY)"
+    """Colour models take every clip (grey is restored as RGB); grey models take grey clips only."""
+    if info.in_channels == 1 and clip.format.color_family != vs.GRAY:
         raise V.fail(
             func,
-            f"model {s.model_path.name!r} expects {want} channel(s), the clip has {have} ({clip.format.name}); "
-            f"convert with {fix}" + (f" to get {gray}" if want == 1 else ""),
+            f"model {s.model_path.name!r} expects 1 channel(s), the clip has {clip.format.num_planes} "
+            f"({clip.format.name}); convert with core.std.ShufflePlanes(clip, 0, vs.GRAY) (the luma of YUV)",
         )
+
+
+def _convert(
+    func: str, s: Settings, clip: vs.VideoNode, info: ModelInfo, out_format: vs.VideoFormat | None
+) -> Conversion:
+    """Check the clip against the model and plan the conversions to the model's format and back."""
+    _check_channels(func, s, clip, info)
+    target = out_format or clip.format
+    V.check_output_size(func, target, clip.width * info.scale, clip.height * info.scale)
+    return formats.plan(clip, info.in_channels, out_format)
+
+
+def _finish(
+    clip: vs.VideoNode, restored: vs.VideoNode, conv: Conversion, out_format: vs.VideoFormat | None
+) -> vs.VideoNode:
+    """The restored clip in the output format, carrying the input frames' properties."""
+    if conv.identity_out:
+        return restored
+    keep_colour = out_format is None or out_format.id == clip.format.id
+    return formats.with_input_props(conv.from_model(restored), clip, restored, keep_colour=keep_colour)
 
 
 def _output_clip(clip: vs.VideoNode, scale: int, out_channels: int) -> vs.VideoNode:
@@ -110,17 +134,19 @@ def modify_frames(clip: vs.VideoNode, out: vs.VideoNode, render: FrameRenderer, 
     return vs.core.std.ModifyFrame(out, [out, clip], selector)
 
 
-def _image_filter(arch: Architecture, clip: Any, options: Options) -> vs.VideoNode:
+def _image_filter(arch: Architecture, source: Any, options: Options, format: object) -> vs.VideoNode:
     func = arch.filter_name
-    s = _settings(arch, clip, options)
+    s = _settings(arch, source, options)
+    out_format = V.check_format(func, format)
     net, info, _ = _load(s, func)
-    _check_channels(func, s, clip, info)
+    conv = _convert(func, s, source, info, out_format)
+    clip = conv.to_model(source)
     out = _output_clip(clip, info.scale, info.out_channels)
     size = (clip.width, clip.height)
 
     def run(x: torch.Tensor, tile_wh: tuple[int, int] | None) -> torch.Tensor:
         with torch.no_grad():
-            return restore_image(net, x, tile=tile_wh, tile_overlap=s.tile_overlap)
+            return restore_image(net, x, tile=tile_wh, tile_overlap=s.tile_overlap, fp32_model=_fp32(s))
 
     def render(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
         x = frame_to_tensor(src, device=s.device, dtype=s.dtype)
@@ -130,7 +156,7 @@ def _image_filter(arch: Architecture, clip: Any, options: Options) -> vs.VideoNo
         )
         return tensor_to_frame(y, template, props=_props(src, s))
 
-    return modify_frames(clip, out, render, func)
+    return _finish(source, modify_frames(clip, out, render, func), conv, out_format)
 
 
 def SwinIR(
@@ -143,17 +169,20 @@ def SwinIR(
     device: str | bytes | None = None,
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
+    format: int | None = None,
 ) -> vs.VideoNode:
     """SwinIR frame by frame (super-resolution, denoising, JPEG artefact removal, by checkpoint).
 
-    clip: RGBS/RGBH (GRAYS/GRAYH for 1-channel checkpoints). model: checkpoint path or zoo name (default: the
+    clip: any constant format (RGB, YUV, grey; integer 8-16 bit, half, single), converted with its frame properties
+    for the model and back (vsnystra.vs.formats; grey checkpoints take grey clips); format: output format id
+    (default: the input's) at the model's output size. model: checkpoint path or zoo name (default: the
     bundled SwinIR). attention: "auto" (default), "nystra" or "exact"; landmarks (16), iters (6; 2 at ``window``);
     window: enlarged attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N" or "openvino" (the CPU
     through OpenVINO, exact attention). tile: [w, h] input pixels with tile_overlap (32) px cross-faded; on CUDA out
     of memory the frame is retried with smaller tiles.
     """
     options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
-    return _image_filter(architecture("swinir"), clip, options)
+    return _image_filter(architecture("swinir"), clip, options, format)
 
 
 def Uformer(
@@ -166,13 +195,14 @@ def Uformer(
     device: str | bytes | None = None,
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
+    format: int | None = None,
 ) -> vs.VideoNode:
     """Uformer frame by frame (denoising or deblurring, by checkpoint).
 
     Arguments as for SwinIR; Nystra defaults landmarks 32, iters 8 at the trained window (paper: 32, 6 at ``window``).
     """
     options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
-    return _image_filter(architecture("uformer"), clip, options)
+    return _image_filter(architecture("uformer"), clip, options, format)
 
 
 def RVRT(
@@ -189,18 +219,22 @@ def RVRT(
     chunk_overlap: int | None = None,
     sigma: float | None = None,
     cache_chunks: int | None = None,
+    format: int | None = None,
 ) -> vs.VideoNode:
     """RVRT over chunks of frames (video SR, deblurring, denoising, by checkpoint), bounded by scene cuts.
 
-    clip: RGBS (fp32) or RGBH (fp16 on CUDA, fp32 on CPU), constant format and size, sides > 32 px (>= 132 px for
-    deblurring/denoising). model: checkpoint path or zoo name (default: the bundled RVRT). attention: "auto"
+    clip: any constant format and size from 16x16 (RGB, YUV, grey; converted for the model and back with the frame
+    properties; half-float clips run in half precision on CUDA); frames smaller than the flows need (33 px, 129 px
+    for deblurring/denoising) are mirror-padded and cropped back. format: output format id (default: the input's).
+    model: checkpoint path or zoo name (default: the bundled RVRT). attention: "auto"
     (default: PnP-Nystra where it pays, else exact), "nystra" or "exact"; landmarks/iters tune Nystra; window:
     [h, w] or [t, h, w] enlarges the attention window. tile: [w, h] input pixels (multiples of 8), tile_overlap:
     [px]. chunk (16, even) frames per chunk, chunk_overlap (2) frames shared by neighbouring chunks and averaged;
     a bundled model may carry its own (models/zoo.json "defaults"). sigma: noise level (0-255) for non-blind
-    denoisers (default 12). cache_chunks (2): chunk results kept in memory; memory ~ cache_chunks x chunk x output
-    frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end chunks, so shots never mix; frames may be
-    requested in any order and from any number of threads.
+    denoisers; without it the level is estimated per scene from its first 8 frames (vsnystra.runtime.noise), logged
+    and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
+    memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
+    chunks, so shots never mix; frames may be requested in any order and from any number of threads.
     """
     node, _ = rvrt_with_restorer(
         clip,
@@ -216,6 +250,7 @@ def RVRT(
         chunk_overlap,
         sigma,
         cache_chunks,
+        format,
     )
     return node
 
@@ -234,6 +269,7 @@ def rvrt_with_restorer(
     chunk_overlap: object = None,
     sigma: object = None,
     cache_chunks: object = None,
+    format: object = None,
 ) -> tuple[vs.VideoNode, TemporalRestorer]:
     """RVRT's implementation; also returns the chunk scheduler (tests and diagnostics read its counters)."""
     arch = architecture("rvrt")
@@ -251,25 +287,23 @@ def rvrt_with_restorer(
         chunk=chunk,
         chunk_overlap=chunk_overlap,
     )
-    s = _settings(arch, clip, options)
+    source = clip
+    s = _settings(arch, source, options)
+    out_format = V.check_format(func, format)
     capacity = DEFAULT_CACHE_CHUNKS
     if cache_chunks is not None:
         with V.filter_errors():
             capacity = check_int(s.caller, "cache_chunks", cache_chunks, minimum=1)
-    if min(clip.width, clip.height) <= 32:
-        raise V.fail(func, f"frames must be larger than 32x32 (SpyNet), got {clip.width}x{clip.height}; upscale first")
     net, info, sigma = _load(s, func)
-    if info.scale == 1 and min(clip.width, clip.height) < 132:
-        raise V.fail(
-            func,
-            f"{info.task} models need frames of at least 132x132 (their flows run at 1/4 size), got "
-            f"{clip.width}x{clip.height}; pad first, e.g. core.std.AddBorders",
-        )
+    conv = _convert(func, s, source, info, out_format)
+    clip = conv.to_model(source)
     out = _output_clip(clip, info.scale, 3)
     assert s.chunk is not None  # a video architecture always resolves a chunk length
     restorer = TemporalRestorer(
         clip,
         runner=_chunk_runner(net, s, sigma, (clip.width, clip.height)),
+        scene_sigma=estimate_sigma if info.needs_sigma and sigma is None else None,
+        sigma_frames=SIGMA_FRAMES,
         loader=lambda frames: frames_to_tensor(frames, device=s.device, dtype=s.dtype),
         chunk=s.chunk,
         overlap=s.chunk_overlap,
@@ -277,20 +311,29 @@ def rvrt_with_restorer(
     )
 
     def render(n: int, template: vs.VideoFrame, src: vs.VideoFrame) -> vs.VideoFrame:
-        return tensor_to_frame(restorer.frame(n), template, props=_props(src, s))
+        props = _props(src, s)
+        if info.needs_sigma:
+            level = restorer.sigma(n)
+            props["nystra_sigma"] = level if level is not None else sigma
+        return tensor_to_frame(restorer.frame(n), template, props=props)
 
-    return modify_frames(clip, out, render, func), restorer
+    return _finish(source, modify_frames(clip, out, render, func), conv, out_format), restorer
 
 
 def _chunk_runner(
     net: nn.Module, s: Settings, sigma: float | None, size: tuple[int, int]
 ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Restore one chunk of frames on the device's inference thread, retrying smaller tiles on CUDA out of memory."""
+    """Restore one chunk of frames on the device's inference thread, retrying smaller tiles on CUDA out of memory.
 
-    def run_chunk(frames: torch.Tensor) -> torch.Tensor:
+    ``sigma`` is the given noise level; the scheduler passes its scene's estimate when none was given.
+    """
+
+    def run_chunk(frames: torch.Tensor, level: float | None = sigma) -> torch.Tensor:
         def attempt(tile_wh: tuple[int, int] | None) -> torch.Tensor:
             with torch.no_grad():
-                y = restore_chunk(net, frames, sigma=sigma, tile=tile_wh, tile_overlap=s.tile_overlap)
+                y = restore_chunk(
+                    net, frames, sigma=level, tile=tile_wh, tile_overlap=s.tile_overlap, fp32_model=_fp32(s)
+                )
             return y.to("cpu")
 
         return run_on_device(

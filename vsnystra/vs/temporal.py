@@ -8,6 +8,8 @@ Why it is built this way:
 * Each chunk is computed once: a per-chunk lock makes concurrent requests for the same chunk wait for the first
   one; results sit in an LRU of ``capacity`` chunks, so memory stays bounded (an evicted chunk is recomputed,
   bit-identically, if it is needed again).
+* Without a given sigma, a non-blind denoiser's noise level is estimated once per segment (scene) from its first
+  ``sigma_frames`` frames (``scene_sigma``); every chunk of the segment runs with it.
 * Scene cuts (``_SceneChangePrev`` on the first frame of a shot, ``_SceneChangeNext`` on the last one) end a
   segment, so the recurrence never mixes two shots. Props are read lazily, only as far as a request needs: back to
   the segment start and at most ``chunk`` frames ahead; what was read is remembered.
@@ -31,7 +33,8 @@ from vsnystra.runtime.video import chunk_plan
 log = logging.getLogger(__name__)
 
 Span = tuple[int, int]  # [start, end) in clip frame numbers
-ChunkRunner = Callable[[torch.Tensor], torch.Tensor]  # (T, C, H, W) -> (T, C, sH, sW)
+ChunkRunner = Callable[..., torch.Tensor]  # (T, C, H, W)[, sigma] -> (T, C, sH, sW); sigma only with scene_sigma
+SigmaEstimator = Callable[[torch.Tensor], float]  # (T, C, H, W) -> noise level (0-255)
 FrameLoader = Callable[[Sequence[vs.VideoFrame]], torch.Tensor]  # frames -> (T, C, H, W)
 PlanFn = Callable[[int, int, int], list[Span]]  # (length, chunk, overlap) -> chunk spans relative to 0
 BlendFn = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # one frame's outputs, in plan order -> the frame
@@ -124,6 +127,8 @@ class TemporalRestorer:
         plan: PlanFn = chunk_plan,
         blend: BlendFn = average,
         scene_cuts: bool = True,
+        scene_sigma: SigmaEstimator | None = None,
+        sigma_frames: int = 8,
     ) -> None:
         self.clip = clip
         self.runner = runner
@@ -134,6 +139,25 @@ class TemporalRestorer:
         self.blend = blend
         self.cuts = SceneCuts(clip, enabled=scene_cuts)
         self.cache = ChunkCache(capacity)
+        self.estimator = scene_sigma
+        self.sigma_frames = sigma_frames
+        self._sigmas: LRU[int, float] = LRU(1 << 16)  # segment start -> noise level (floats: no memory concern)
+
+    def sigma(self, n: int) -> float | None:
+        """The noise level of frame n's scene, estimated once from the scene's first frames (None: not estimated)."""
+        if self.estimator is None:
+            return None
+        estimator = self.estimator
+        start = self.cuts.segment_start(n)
+
+        def estimate() -> float:
+            end = self.cuts.segment_end_within(start, self.sigma_frames) or start + self.sigma_frames
+            frames = [self.clip.get_frame(i) for i in range(start, min(end, start + self.sigma_frames))]
+            level = estimator(self.loader(frames))
+            log.info("RVRT: scene from frame %d: estimated noise level sigma %.2f (0-255)", start, level)
+            return level
+
+        return self._sigmas.get_or_create(start, estimate)
 
     def segment(self, n: int) -> tuple[int, int | None]:
         """(start, end or None when the end lies beyond the look-ahead) of n's segment."""
@@ -157,8 +181,10 @@ class TemporalRestorer:
     def _compute(self, span: Span) -> torch.Tensor:
         a, b = span
         log.debug("RVRT chunk [%d, %d)", a, b)
+        level = self.sigma(a)
         frames = [self.clip.get_frame(i) for i in range(a, b)]
-        out = self.runner(self.loader(frames))
+        x = self.loader(frames)
+        out = self.runner(x) if level is None else self.runner(x, level)
         if out.shape[0] != b - a:
             raise RuntimeError(f"RVRT chunk [{a}, {b}) returned {out.shape[0]} frames instead of {b - a}")
         return out

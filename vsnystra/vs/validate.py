@@ -35,17 +35,15 @@ def filter_errors() -> Iterator[None]:
         raise FilterError(str(exc)) from None
 
 
-def _conversion_hint(fmt: vs.VideoFormat, half: bool) -> str:
-    target = "vs.RGBH" if half else "vs.RGBS"
-    if fmt.color_family == vs.YUV:
-        return f"core.resize.Bicubic(clip, format={target}, matrix_in_s='709')"
-    if fmt.color_family == vs.GRAY:
-        return f"core.resize.Point(clip, format={target}) (gray is repeated in R, G and B)"
-    return f"core.resize.Point(clip, format={target})"
+MIN_SIDE = 16  # smaller frames are refused; larger ones are padded to each architecture's minimum (README)
 
 
-def check_clip(func: str, clip: Any, *, allow_gray: bool = False, min_frames: int = 1) -> bool:
-    """Refuse anything but a constant-size, constant-format float RGB clip; returns True for half precision."""
+def check_clip(func: str, clip: Any, *, min_frames: int = 1) -> bool:
+    """Refuse variable clips, unsupported sample types and frames below 16x16; returns True for half precision.
+
+    Every constant format zimg converts is accepted (integer 8-16 bit, half and single float; RGB, YUV, grey): the
+    filters convert it for the model and back (:mod:`vsnystra.vs.formats`).
+    """
     if isinstance(clip, vs.AudioNode):
         raise fail(func, "clip must be a video clip, got an audio node")
     if not isinstance(clip, vs.VideoNode):
@@ -55,20 +53,57 @@ def check_clip(func: str, clip: Any, *, allow_gray: bool = False, min_frames: in
         raise fail(
             func,
             "clip has a variable format; make it constant first, e.g. "
-            "core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s='709')",
+            "core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_in_s='709')",
         )
     if clip.width == 0 or clip.height == 0:
         raise fail(
             func,
             "clip has a variable frame size; make it constant first, e.g. core.resize.Bicubic(clip, width=W, height=H)",
         )
-    accepted = [vs.RGBS, vs.RGBH]
-    if allow_gray:
-        accepted += [vs.GRAYS, vs.GRAYH]
-    if fmt.id not in accepted:
-        names = "RGBS or RGBH" + (" (GRAYS/GRAYH for 1-channel models)" if allow_gray else "")
-        half = fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16
-        raise fail(func, f"clip must be {names}, got {fmt.name}; convert with {_conversion_hint(fmt, half)}")
+    check_sample_type(func, "clip", fmt)
+    if min(clip.width, clip.height) < MIN_SIDE:
+        raise fail(
+            func,
+            f"frames must be at least {MIN_SIDE}x{MIN_SIDE}, got {clip.width}x{clip.height}; "
+            f"pad first, e.g. core.std.AddBorders",
+        )
     if clip.num_frames < min_frames:
         raise fail(func, f"clip must have at least {min_frames} frame(s), got {clip.num_frames}")
-    return fmt.bits_per_sample == 16
+    return fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16
+
+
+def check_sample_type(func: str, what: str, fmt: vs.VideoFormat) -> None:
+    integer_ok = fmt.sample_type == vs.INTEGER and 8 <= fmt.bits_per_sample <= 16
+    float_ok = fmt.sample_type == vs.FLOAT and fmt.bits_per_sample in (16, 32)
+    if not (integer_ok or float_ok):
+        raise fail(
+            func,
+            f"{what} format {fmt.name} is not supported (integer 8-16 bit, half or single float); "
+            "convert with core.resize.Point(clip, format=vs.RGBS)",
+        )
+
+
+def check_format(func: str, value: object) -> vs.VideoFormat | None:
+    """The ``format`` argument: a constant video format id (e.g. vs.YUV420P10), or None for the input's format."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(func, f"format must be a video format id such as vs.YUV420P10, got {value!r}")
+    try:
+        fmt = vs.core.get_video_format(value)
+    except vs.Error as exc:
+        raise fail(func, f"format {value} is not a constant video format id; pass one such as vs.YUV420P10") from exc
+    if fmt.id == 0:
+        raise fail(func, f"format {value} is not a constant video format id; pass one such as vs.YUV420P10")
+    check_sample_type(func, "output", fmt)
+    return fmt
+
+
+def check_output_size(func: str, fmt: vs.VideoFormat, width: int, height: int) -> None:
+    """The output frame size must fit the output format's chroma subsampling."""
+    if width % (1 << fmt.subsampling_w) or height % (1 << fmt.subsampling_h):
+        raise fail(
+            func,
+            f"the output is {width}x{height}, which {fmt.name} cannot hold (chroma subsampling); "
+            "pick another format, e.g. the 4:4:4 one",
+        )
