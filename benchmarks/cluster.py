@@ -145,10 +145,11 @@ def main() -> None:
     import av
     from restore_fakes import make_video
 
-    from vsnystra.cli.model import ModelSettings, load
+    from vsnystra.cli.model import load
     from vsnystra.cli.pipeline import _open_av_source
+    from vsnystra.runtime.settings import Options
 
-    settings = ModelSettings(model="rvrt-denoise-small", device="cpu", chunk=4, chunk_overlap=2)
+    settings = Options(model="rvrt-denoise-small", device="cpu", chunk=4, chunk_overlap=2)
     temporal = (4, 2)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)

@@ -10,17 +10,17 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 
 import av
 import numpy as np
 import torch
 from torch import nn
 
+from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule
 from vsnystra.cli import model as cli_model
 
 
-class TinyTemporal(nn.Module):
+class TinyTemporal(RestorationModel):
     """An RVRT stand-in for ``restore_video``: a random 3-D convolution plus the chunk's mean frame, so every output
     frame depends on which chunk it was computed in (a wrong temporal context changes it)."""
 
@@ -31,7 +31,20 @@ class TinyTemporal(nn.Module):
         with torch.no_grad():
             self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.2)
             self.conv.bias.zero_()
-        self.info = SimpleNamespace(arch="rvrt", task="test", scale=1, needs_sigma=False, multiple_of=8)
+        self.info = ModelInfo(
+            arch="rvrt",
+            kind="video",
+            variant="test",
+            task="restore",
+            scale=1,
+            in_channels=3,
+            out_channels=3,
+            window=(2, 8, 8),
+            size_rule=self.size_rule(),
+        )
+
+    def size_rule(self) -> SizeRule:
+        return SizeRule(8, "mirror_to")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (1, T, 3, H, W)
         y = self.conv(x.transpose(1, 2)).transpose(1, 2)
@@ -52,10 +65,9 @@ def one_thread() -> Iterator[None]:
 def tiny_loaded(chunk: int = 4, overlap: int = 2, seed: int = 0) -> cli_model.LoadedModel:
     """The stand-in loaded as ``vsnystra restore`` loads an RVRT (same restorer code, same temporal bookkeeping)."""
     model = TinyTemporal(seed).eval()
-    kwargs = {"chunk": chunk, "chunk_overlap": overlap}
     cpu = torch.device("cpu")
-    restorer = cli_model._video_restorer(model, kwargs, cpu, torch.float32)
-    return cli_model.LoadedModel(model, "rvrt", 1, cpu, torch.float32, restorer, cli_model._temporal(kwargs))
+    restorer = cli_model._video_restorer(model, cpu, torch.float32, chunk, overlap, None, 0, None)
+    return cli_model.LoadedModel(model, "rvrt", 1, cpu, torch.float32, restorer, (chunk, overlap))
 
 
 def controlled_loaded(control: str, chunk: int = 4, overlap: int = 2) -> cli_model.LoadedModel:

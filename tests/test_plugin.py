@@ -161,16 +161,18 @@ def test_real_filters_reject_a_bad_format(plugin: Any) -> None:
     """With vsnystra.vs.filters present, its own validation message surfaces; without it, the bridge's message."""
     import importlib.util
 
-    yuv = vs.core.std.BlankClip(format=vs.YUV420P8, width=64, height=48, length=2)
+    bad = vs.core.std.BlankClip(
+        format=vs.core.query_video_format(vs.RGB, vs.INTEGER, 32, 0, 0).id, width=64, height=48, length=2
+    )
     with pytest.raises(vs.Error) as info:
-        plugin.SwinIR(yuv)
+        plugin.SwinIR(bad)
     message = str(info.value)
     assert "nystra.SwinIR" in message
     if importlib.util.find_spec(IMPL_MODULE) is None:
         assert f"{IMPL_MODULE}.SwinIR is not available" in message
     else:
         assert "is not available" not in message, message
-        assert "YUV420P8" in message, message
+        assert "RGB96" in message, message
 
 
 def test_set_impl_outside_a_call_is_rejected_and_leaves_no_state(plugin: Any, fake_impl: Any) -> None:
@@ -310,6 +312,8 @@ def test_wheel_carries_the_plugin(tmp_path: Path) -> None:
         names = set(zf.namelist())
         assert {"vapoursynth/plugins/nystra/libnystra.so", "vapoursynth/plugins/nystra/manifest.vs"} <= names
         assert "vsnystra/vs/bridge.py" in names
+        bundled = {f"vsnystra/models/{p.name}" for p in (REPO_ROOT / "models").iterdir() if p.suffix != ".tmp"}
+        assert "vsnystra/models/zoo.json" in bundled and bundled <= names  # pip users get the defaults
         assert not any(n.startswith("vapoursynth/") and "nystra" not in n for n in names), "touches vapoursynth"
 
 

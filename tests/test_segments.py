@@ -287,10 +287,11 @@ def test_killed_driver_rerun_restores_only_the_unfinished_segments(tmp_path: Pat
     rerun = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert f"12 segments ({12 - finished} restored, {finished} reused, 0 retried)" in rerun.stderr
-    from vsnystra.cli.model import ModelSettings, load
+    from vsnystra.cli.model import load
+    from vsnystra.runtime.settings import Options
 
     with one_thread():
-        loaded = load(ModelSettings(model=str(SWINIR_X2), device="cpu"))
+        loaded = load(Options(model=str(SWINIR_X2), device="cpu"))
         assert _restore(src, tmp_path / "fresh", loaded).done
     a, b = decoded(out / "k.mkv"), decoded(tmp_path / "fresh" / "k.mkv")
     assert len(a[0]) == 12 and all(np.array_equal(x, y) for x, y in zip(a[0], b[0], strict=True))

@@ -22,7 +22,9 @@ _EXPORTS: dict[str, str] = {
     "patch_attention": "vsnystra.archs.patch",
     "ModelInfo": "vsnystra.archs.base",
     "restore_image": "vsnystra.runtime.image",
+    "export_onnx": "vsnystra.runtime.export",
     "restore_video": "vsnystra.runtime.video",
+    "resolve_model": "vsnystra.zoo",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -32,8 +34,10 @@ if TYPE_CHECKING:
     from vsnystra.archs.patch import patch_attention
     from vsnystra.archs.registry import load_model
     from vsnystra.attention import AttentionSpec, Exact, Naive, PnPNystra, attention
+    from vsnystra.runtime.export import export_onnx
     from vsnystra.runtime.image import restore_image
     from vsnystra.runtime.video import restore_video
+    from vsnystra.zoo import resolve_model
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vsnystra.attention.tracing import tracing
+
 MASK_VALUE = -100.0
 
 
@@ -32,15 +34,6 @@ def window_partition(x: torch.Tensor, window: int | Sequence[int]) -> torch.Tens
     b, h, w, c = x.shape
     x = x.view(b, h // wh, wh, w // ww, ww, c)
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
-
-
-def window_reverse(windows: torch.Tensor, window: int | Sequence[int], h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: (B·nW, wh·ww, C) -> (B, H, W, C)."""
-    wh, ww = as_window(window)
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // wh) * (w // ww))
-    x = windows.view(b, h // wh, w // ww, wh, ww, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
 
 
 def relative_position_index(window: Sequence[int]) -> torch.Tensor:
@@ -135,6 +128,8 @@ class MaskCache:
     def get(
         self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
+        if tracing():  # built in the graph from shapes; a trace never touches the cache
+            return shift_mask(h, w, window, shift, device=device, dtype=dtype)
         key = (h, w, window, shift, str(device), dtype)
         hit = self._store.get(key)
         if hit is not None:
@@ -151,6 +146,8 @@ class MaskCache:
         self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Cached :func:`window_order` for this size."""
+        if tracing():
+            return window_order(h, w, window, shift, device)
         key = ("order", h, w, window, shift, str(device))
         hit = self._store.get(key)
         if hit is not None:
@@ -194,11 +191,11 @@ class RelativeBiasCache:
         dtype: torch.dtype,
     ) -> torch.Tensor:
         recording = torch.is_grad_enabled() and table.requires_grad
-        key = (window, table.device, dtype, table.data_ptr(), table._version)
-        if not recording and key == self._key and self._value is not None:
-            return self._value
-        if recording:
+        if recording or tracing():  # gradients reach the table; a trace gathers in the graph (no storage pointer)
             return self._build(table, index, trained, window, dtype)
+        key = (window, table.device, dtype, table.data_ptr(), table._version)
+        if key == self._key and self._value is not None:
+            return self._value
         with torch.inference_mode(False), torch.no_grad():  # cached values stay normal (versioned) tensors
             bias = self._build(table, index, trained, window, dtype)
         self._key, self._value = key, bias

@@ -61,13 +61,6 @@ def landmark_grid(grid: tuple[int, ...], m: int) -> tuple[int, ...]:
     return (mt, b, a) if h > w else (mt, a, b)
 
 
-def adaptive_pool_last(x: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[int, ...]) -> torch.Tensor:
-    """Segment means over the last dim of x (..., N) seen as ``grid``, returning (..., m) in row-major order."""
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, 1, *grid)
-    return _pool(flat, lgrid).reshape(*lead, math.prod(lgrid))
-
-
 def _pool(x: torch.Tensor, lgrid: tuple[int, ...]) -> torch.Tensor:
     """Adaptive average pooling of (B, C, *grid) onto a 2-D or 3-D landmark grid."""
     if len(lgrid) == 2:

@@ -10,6 +10,7 @@ import argparse
 import fnmatch
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -32,19 +33,23 @@ MATRIX_HELP = (
 )
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 128 or 2,128,128, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
+def _value(text: str) -> int | float | str:
+    """A number where the text is one, else the text: the settings resolver names what is wrong, as for the filters."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _values(text: str) -> int | float | str | list[int | float | str]:
+    """ "128", "2,64,64" or "256x256": one value, or a list like the filters' int[] arguments."""
+    parts = [_value(p.strip()) for p in re.split(r",|(?<=\d)x(?=\d)", text)]
+    return parts[0] if len(parts) == 1 else parts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vsnystra.zoo import DEFAULT_MODELS
-
     p = argparse.ArgumentParser(prog="vsnystra", description="RVRT / SwinIR / Uformer restoration with PnP-Nystra.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary (no progress)")
@@ -55,29 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output-dir", type=Path, help="output folder (default: next to each input)")
     r.add_argument(
         "--model",
-        help=f"checkpoint path, bundled or official name (default {DEFAULT_MODELS['RVRT']}); not used for .vpy inputs",
+        help="checkpoint path, bundled or official name (default: RVRT's bundled model); not used for .vpy inputs",
     )
     r.add_argument(
-        "--attention",
-        default="auto",
-        help="auto (PnP-Nystra where it pays on the device, the filters' default) | nystra | exact | naive",
+        "--attention", help="auto (PnP-Nystra where it pays on the device; default, as the filters) | nystra | exact"
     )
-    r.add_argument("--landmarks", type=int, help="PnP-Nystra landmarks")
-    r.add_argument("--iters", type=int, help="PnP-Nystra pseudo-inverse iterations")
-    r.add_argument("--window", type=_ints, help="enlarged attention window, e.g. 16 or 2,16,16")
+    r.add_argument("--landmarks", type=_value, help="PnP-Nystra landmarks")
+    r.add_argument("--iters", type=_value, help="PnP-Nystra pseudo-inverse iterations (at most 64)")
+    r.add_argument("--window", type=_values, help="enlarged attention window: 32 (SwinIR, Uformer), 64,64 (RVRT)")
     r.add_argument(
-        "--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
+        "--sigma",
+        type=_value,
+        help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default: estimated from the frames)",
     )
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument(
+        "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"
+    )
     r.add_argument(
         "--half",
         action="store_true",
         help="half-precision compute: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
     )
-    r.add_argument("--tile", type=_ints, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
-    r.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels")
-    r.add_argument("--chunk", type=int, help="RVRT: frames per temporal chunk")
-    r.add_argument("--chunk-overlap", type=int, help="RVRT: frames shared by neighbouring chunks")
+    r.add_argument("--tile", type=_values, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
+    r.add_argument("--tile-overlap", type=_value, help="tile overlap in input pixels")
+    r.add_argument("--chunk", type=_value, help="RVRT: frames per temporal chunk (even; default 16 or the model's)")
+    r.add_argument("--chunk-overlap", type=_value, help="RVRT: frames shared by neighbouring chunks (default 2)")
     r.add_argument("--codec", choices=sorted(CODECS), default="x265", help="x265 (default), x264, ffv1 (lossless)")
     crf = ", ".join(f"{k} {v}" for k, v in DEFAULT_CRF.items())
     r.add_argument("--crf", type=float, help=f"quality for x265/x264 (default {crf})")
@@ -131,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     wi.add_argument("name", metavar="NAME")
     wi.add_argument("file", type=Path, metavar="FILE")
     wsub.add_parser("dir", help="print the cache folder (stdout)")
+
+    e = sub.add_parser("export", help="write a model as ONNX for one input size (checked against eager)")
+    e.add_argument("model", metavar="MODEL", help="bundled or official name, or a checkpoint path")
+    e.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.onnx")
+    e.add_argument("--size", default="128x128", metavar="HxW", help="the model's (padded) input size, e.g. 128x128")
+    e.add_argument("--opset", type=int, default=18)
     return p
 
 
@@ -168,7 +181,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
-    from vsnystra.zoo import DEFAULT_MODELS
 
     inputs = batch.expand_inputs(args.inputs)
     if not inputs:
@@ -202,22 +214,9 @@ def _restore(args: argparse.Namespace) -> int:
     loaded = None
     settings = None
     if needs_model:
-        from vsnystra.cli.model import ModelSettings, load  # imports torch: only when a model runs
+        from vsnystra.cli.model import load, model_options  # imports torch: only when a model runs
 
-        settings = ModelSettings(
-            model=args.model or DEFAULT_MODELS["RVRT"],
-            attention=args.attention,
-            landmarks=args.landmarks,
-            iters=args.iters,
-            window=args.window,
-            device=args.device,
-            half=args.half,
-            tile=args.tile,
-            tile_overlap=args.tile_overlap,
-            chunk=args.chunk,
-            chunk_overlap=args.chunk_overlap,
-            sigma=args.sigma,
-        )
+        settings = model_options(args)
         if ray_address is None:  # on Ray every worker loads its own model
             try:
                 loaded = load(settings)
@@ -279,28 +278,28 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from vsnystra import weights
+    from vsnystra import zoo
     from vsnystra.cli.progress import ProgressBar
 
     cmd = args.weights_command
     if cmd == "dir":
-        sys.stdout.write(f"{weights.weights_dir()}\n")
+        sys.stdout.write(f"{zoo.weights_dir()}\n")
         return EXIT_OK
     if cmd == "list":
         rows = [("name", "arch", "task", "MB", "status", "licence", "url" if args.urls else "file")]
-        for w in weights.OFFICIAL.values():
-            status = "downloaded" if weights.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
+        for w in zoo.OFFICIAL.values():
+            status = "downloaded" if zoo.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
             last = (w.url or w.source) if args.urls else w.file
             rows.append((w.name, w.arch, w.task, f"{w.approx_mb:.0f}", status, w.licence, last))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             sys.stdout.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1] + "\n")
-        sys.stdout.write(f"# cache: {weights.weights_dir()}\n")
+        sys.stdout.write(f"# cache: {zoo.weights_dir()}\n")
         return EXIT_OK
     if cmd == "import":
         try:
-            path = weights.import_file(args.name, args.file)
-        except (KeyError, FileNotFoundError, weights.DownloadError) as e:
+            path = zoo.import_file(args.name, args.file)
+        except (KeyError, FileNotFoundError, zoo.DownloadError) as e:
             log.error("%s", e.args[0] if isinstance(e, KeyError) else e)
             return EXIT_FAILED
         log.info("imported %s as %s", args.file, path)
@@ -309,7 +308,7 @@ def _weights(args: argparse.Namespace) -> int:
     names: list[str] = []
     for pattern in args.names:  # shell-style patterns pick several: 'rvrt-*', 'swinir-colordn-*'
         if any(c in pattern for c in "*?["):
-            hits = [n for n in weights.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and weights.OFFICIAL[n].url]
+            hits = [n for n in zoo.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and zoo.OFFICIAL[n].url]
             if not hits:
                 log.error("no downloadable checkpoint matches %r; see `vsnystra weights list`", pattern)
                 failed += 1
@@ -317,15 +316,15 @@ def _weights(args: argparse.Namespace) -> int:
         elif pattern not in names:
             names.append(pattern)
     for name in names:
-        if name not in weights.OFFICIAL:
+        if name not in zoo.OFFICIAL:
             log.error("unknown checkpoint %r; see `vsnystra weights list`", name)
             failed += 1
             continue
-        entry = weights.OFFICIAL[name]
+        entry = zoo.OFFICIAL[name]
         bar = ProgressBar(name, None, unit="bytes")
         try:
-            path = weights.download(entry, force=args.force, progress=None if args.quiet else bar.set)
-        except weights.DownloadError as e:
+            path = zoo.download(entry, force=args.force, progress=None if args.quiet else bar.set)
+        except zoo.DownloadError as e:
             log.error("%s", e)
             failed += 1
             continue
@@ -349,6 +348,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         prefer_huge_pages()  # before torch's first allocation (see vsnystra.runtime.memory)
         return _restore(args)
+    if args.command == "export":
+        from vsnystra.cli.export import export_command
+
+        return export_command(args.model, args.output, args.size, args.opset)
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error

@@ -30,7 +30,8 @@ from vsnystra.cli.worker import SegmentJob, run_segment
 
 if TYPE_CHECKING:
     from vsnystra.cli.distribute import Driver
-    from vsnystra.cli.model import LoadedModel, ModelSettings
+    from vsnystra.cli.model import LoadedModel
+    from vsnystra.runtime.settings import Options
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def _import_ray(local: bool) -> Any:
 
 def connect(
     address: str,
-    model: ModelSettings | Callable[[], LoadedModel],
+    model: Options | Callable[[], LoadedModel],
     *,
     threads: int | None = None,
     max_attempts: int = MAX_ATTEMPTS,

@@ -13,6 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from vsnystra.archs.descriptor import Architecture
+from vsnystra.archs.registry import architecture
+
 log = logging.getLogger(__name__)
 
 
@@ -70,27 +73,34 @@ def resolve_device(spec: str | torch.device | None = "auto", *, caller: str = "v
     raise ValueError(f"{caller}: device {spec!r} is not understood; use one of {', '.join(DEVICE_CHOICES)}")
 
 
+def cuda_bf16_supported(device: torch.device) -> bool:
+    """True when the CUDA device computes bf16 natively (compute capability 8.0, Ampere, and newer); for tests."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def cpu_has_native_bf16() -> bool:
     """True on CPUs that run bf16 matmuls and convolutions natively (AVX512-BF16 or AMX), isolated for tests."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def compute_dtype(device: torch.device, half: bool, arch: str | None = None) -> torch.dtype:
-    """The dtype a model of ``arch`` runs in for input of the given precision on ``device``.
+def compute_dtype(device: torch.device, half: bool, arch: str | Architecture | None = None) -> torch.dtype:
+    """The dtype a model of ``arch`` (an Architecture or its name) runs in for input of this precision on ``device``.
 
-    Single-precision input (RGBS) always runs in fp32. Half-precision input (RGBH) runs in fp16 on CUDA (tensor
-    cores, half the memory). On a CPU with native bf16 (AVX512-BF16, AMX) SwinIR and Uformer run in bf16: 1.5-1.7x
-    faster than fp32, 54-58 dB from the fp32 output and within 0.08 dB of its PSNR on the bundled defaults. RVRT
-    stays in fp32 there: its recurrent, deformable alignment lost 0.6 dB in bf16 (40 dB from fp32) for a 1.3x gain
-    (benchmarks/results/pipeline.md). CPUs without native bf16 emulate it many times slower than fp32 and have no
-    fast fp16, so there everything runs in fp32. The result is rounded to fp16 on output.
+    Single-precision input always runs in fp32. Half-precision input runs on CUDA in bf16 where the GPU has it
+    (fp32's range: no overflow) for architectures whose quality survives bf16 (``Architecture.cpu_bf16``, measured on
+    CPUs; RVRT lost 0.6 dB), else in fp16 (tensor cores, half the memory); a half tile whose output is not finite is
+    recomputed in fp32 (runtime.precision). On a CPU, fp16 has no fast kernels and bf16 is only fast where the CPU has
+    it natively (elsewhere it is emulated, many times slower than fp32), so half input runs in bf16 there, with the
+    same architecture rule; everything else runs in fp32. Outputs are rounded to the clip's precision afterwards.
     """
     if not half:
         return torch.float32
+    described = architecture(arch) if isinstance(arch, str) else arch
+    bf16_ok = described is None or described.cpu_bf16
     if device.type == "cuda":
-        return torch.float16
-    return torch.bfloat16 if arch != "rvrt" and cpu_has_native_bf16() else torch.float32
+        return torch.bfloat16 if bf16_ok and cuda_bf16_supported(device) else torch.float16
+    return torch.bfloat16 if bf16_ok and cpu_has_native_bf16() else torch.float32
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -157,9 +167,8 @@ def run_on_device[T](device: torch.device, fn: Callable[[], T]) -> T:
     Why: VapourSynth calls filters from several worker threads. Model calls must not overlap (torch already spreads
     one call over all CPU cores; on a GPU, overlapping calls only add activation memory), and each calling thread
     would otherwise get its own OpenMP thread team, whose idle spinning threads steal cores from the team that
-    works: measured +18 % wall time for RVRT with 2 VapourSynth threads (benchmarks/results/pipeline.md). One
-    long-lived thread per device keeps one team and serialises the calls. Grad mode is per thread: ``fn`` must
-    set ``torch.no_grad()`` itself.
+    works (benchmarks/pipeline.py measures it). One long-lived thread per device keeps one team and serialises the
+    calls. Grad mode is per thread: ``fn`` must set ``torch.no_grad()`` itself.
     """
     if getattr(_ON_DEVICE_THREAD, "active", False):  # already on an inference thread: never wait on ourselves
         return fn()

@@ -6,6 +6,7 @@ frame count is extended by its time-mirrored last frame (RVRT works on 2-frame c
 Spatial tiles (``tile`` px, ``tile_overlap`` px): same start rule; for every tile edge that is not an image border
 the outer ``tile_overlap // 2`` OUTPUT pixels are dropped before averaging. Without tiles the frame is mirror-padded
 to a multiple of 8 and cropped (the official whole-frame rule); tiles are padded the same way only when needed.
+Frames (or tiles) smaller than the size rule's ``min_side`` (SpyNet's flow minimum) are mirror-padded up to it.
 Non-blind denoisers (``model.info.needs_sigma``) get the constant sigma/255 map as a 4th channel.
 
 Computing one chunk on demand (the VapourSynth filter does this, frame by frame), identical to restore_video::
@@ -25,6 +26,9 @@ from collections.abc import Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
+
+from vsnystra.archs.base import ModelInfo, SizeRule, model_info
+from vsnystra.runtime.precision import Fp32Model, finite_or_fp32, fp32_copy
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +69,11 @@ def _check_chunk(chunk: int, overlap: int) -> None:
         raise ValueError(f"restore_video: chunk_overlap must be in [0, chunk), got {overlap} for chunk {chunk}")
 
 
-def _mirror_pad(x: torch.Tensor, dim: int, multiple: int) -> tuple[torch.Tensor, int]:
-    """Append the mirrored tail (edge included) along ``dim`` up to a multiple; returns (padded, original size)."""
+def _mirror_pad(x: torch.Tensor, dim: int, multiple: int, minimum: int = 1) -> tuple[torch.Tensor, int]:
+    """Append the mirrored tail (edge included) along ``dim`` up to a multiple of at least ``minimum`` samples
+    (mirroring on as often as a tiny input needs); returns (padded, original size)."""
     n = x.shape[dim]
-    pad = (multiple - n % multiple) % multiple
+    pad = -(-max(n, minimum) // multiple) * multiple - n
     if not pad:
         return x, n
     idx = torch.arange(n + pad, device=x.device) % (2 * n)
@@ -76,20 +81,18 @@ def _mirror_pad(x: torch.Tensor, dim: int, multiple: int) -> tuple[torch.Tensor,
     return x.index_select(dim, idx), n
 
 
-def _model_io(model: nn.Module) -> tuple[torch.device, torch.dtype, int, bool]:
-    info = getattr(model, "info", None)
-    if info is None or getattr(info, "arch", None) != "rvrt":
-        raise TypeError("restore_video: expected an RVRT model loaded with vsnystra.load_model(path)")
-    p = next(model.parameters())
-    return p.device, p.dtype, int(info.scale), bool(info.needs_sigma)
+def _video_info(model: nn.Module) -> ModelInfo:
+    info = model_info(model, "restore_video")
+    if info.kind != "video":
+        raise TypeError(f"restore_video: {info.arch} is an {info.kind} model; use vsnystra.restore_image")
+    return info
 
 
-def _forward_padded(model: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """x (t, c, h, w): pad time to even and space to ``multiple`` by mirroring, run, crop."""
-    scale = int(model.info.scale)  # type: ignore[union-attr,arg-type]
+def _forward_padded(model: nn.Module, x: torch.Tensor, scale: int, rule: SizeRule) -> torch.Tensor:
+    """x (t, c, h, w): pad time to even and space to the size rule (multiple and minimum) by mirroring, run, crop."""
     x, t = _mirror_pad(x, 0, 2)
-    x, h = _mirror_pad(x, 2, multiple)
-    x, w = _mirror_pad(x, 3, multiple)
+    x, h = _mirror_pad(x, 2, rule.multiple_of, rule.min_side)
+    x, w = _mirror_pad(x, 3, rule.multiple_of, rule.min_side)
     y = model(x.unsqueeze(0))[0]
     return y[:t, :, : h * scale, : w * scale]
 
@@ -115,13 +118,20 @@ def restore_chunk(
     tile: Tile = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     sigma: float | None = None,
+    fp32_model: Fp32Model | None = None,
 ) -> torch.Tensor:
-    """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype."""
-    device, dtype, scale, needs_sigma = _model_io(model)
+    """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype.
+
+    A half-precision tile (or chunk) with non-finite output is recomputed in fp32 (``fp32_model()``, default a copy
+    of ``model``), with one warning.
+    """
+    info = _video_info(model)
+    p = next(model.parameters())
+    device, dtype, scale = p.device, p.dtype, info.scale
     if frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"restore_video: frames must be (T, 3, H, W), got {tuple(frames.shape)}")
     x = frames.to(device=device, dtype=dtype)
-    if needs_sigma:
+    if info.needs_sigma:
         if sigma is None:
             raise ValueError("restore_video: this RVRT is a non-blind denoiser; pass sigma=<noise level, 0..255>")
         x = torch.cat([x, x.new_full((x.shape[0], 1, *x.shape[2:]), float(sigma) / 255.0)], dim=1)
@@ -129,10 +139,15 @@ def restore_chunk(
         raise ValueError("restore_video: sigma is only for non-blind denoisers (model.info.needs_sigma); drop it")
     t, _, h, w = x.shape
     tiles = _normalise_tile(tile)
-    multiple = int(getattr(model.info, "multiple_of", 8))  # type: ignore[union-attr]
+    rule = info.size_rule
+    fallback = fp32_model or fp32_copy(model)
+
+    def forward(net: nn.Module, clip: torch.Tensor) -> torch.Tensor:
+        return _forward_padded(net, clip, scale, rule)
+
     with torch.no_grad():
         if tiles is None:
-            return _forward_padded(model, x, multiple)
+            return finite_or_fp32(forward, model, x, fallback).to(dtype)
         if not 0 <= tile_overlap < min(tiles):
             raise ValueError(f"restore_video: tile_overlap must be in [0, tile), got {tile_overlap} for tile {tile}")
         th, tw = min(tiles[0], h), min(tiles[1], w)
@@ -143,7 +158,7 @@ def restore_chunk(
         trim = tile_overlap // 2
         for y0 in hs:
             for x0 in ws:
-                patch = _forward_padded(model, x[:, :, y0 : y0 + th, x0 : x0 + tw], multiple).float()
+                patch = finite_or_fp32(forward, model, x[:, :, y0 : y0 + th, x0 : x0 + tw], fallback).float()
                 m = torch.ones(1, 1, *patch.shape[-2:], device=device)
                 if trim:
                     if y0 < hs[-1]:
@@ -246,7 +261,7 @@ def restore_video(
     (int or (w, h) like restore_image, multiples of 8; None: whole frame). Output is on the frames' device in the
     model's dtype.
     """
-    _, _, _, needs_sigma = _model_io(model)
+    needs_sigma = _video_info(model).needs_sigma
     if needs_sigma and sigma is None:
         raise ValueError("restore_video: this RVRT is a non-blind denoiser; pass sigma=<noise level, 0..255>")
     if not needs_sigma and sigma is not None:

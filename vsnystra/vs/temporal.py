@@ -8,6 +8,8 @@ Why it is built this way:
 * Each chunk is computed once: a per-chunk lock makes concurrent requests for the same chunk wait for the first
   one; results sit in an LRU of ``capacity`` chunks, so memory stays bounded (an evicted chunk is recomputed,
   bit-identically, if it is needed again).
+* Without a given sigma, a non-blind denoiser's noise level is estimated once per segment (scene) from its first
+  ``sigma_frames`` frames (``scene_sigma``); every chunk of the segment runs with it.
 * Scene cuts (``_SceneChangePrev`` on the first frame of a shot, ``_SceneChangeNext`` on the last one) end a
   segment, so the recurrence never mixes two shots. Props are read lazily, only as far as a request needs: back to
   the segment start and at most ``chunk`` frames ahead; what was read is remembered.
@@ -18,21 +20,21 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
 import vapoursynth as vs
 
+from vsnystra.lru import LRU
 from vsnystra.runtime.video import blend as average
 from vsnystra.runtime.video import chunk_plan
 
 log = logging.getLogger(__name__)
 
 Span = tuple[int, int]  # [start, end) in clip frame numbers
-ChunkRunner = Callable[[torch.Tensor], torch.Tensor]  # (T, C, H, W) -> (T, C, sH, sW)
+ChunkRunner = Callable[..., torch.Tensor]  # (T, C, H, W)[, sigma] -> (T, C, sH, sW); sigma only with scene_sigma
+SigmaEstimator = Callable[[torch.Tensor], float]  # (T, C, H, W) -> noise level (0-255)
 FrameLoader = Callable[[Sequence[vs.VideoFrame]], torch.Tensor]  # frames -> (T, C, H, W)
 PlanFn = Callable[[int, int, int], list[Span]]  # (length, chunk, overlap) -> chunk spans relative to 0
 BlendFn = Callable[[Sequence[torch.Tensor]], torch.Tensor]  # one frame's outputs, in plan order -> the frame
@@ -95,36 +97,19 @@ class ChunkCache:
         if capacity < 1:
             raise ValueError(f"ChunkCache: capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._lock = threading.Lock()
-        self._results: OrderedDict[Span, torch.Tensor] = OrderedDict()
-        self._locks: dict[Span, threading.Lock] = {}
+        self._results: LRU[Span, torch.Tensor] = LRU(capacity)
         self.computed: list[Span] = []  # every computation, in order (tests check "once")
 
     def get(self, span: Span, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        with self._lock:
-            hit = self._results.get(span)
-            if hit is not None:
-                self._results.move_to_end(span)
-                return hit
-            lock = self._locks.setdefault(span, threading.Lock())
-        with lock:
-            with self._lock:
-                hit = self._results.get(span)
-                if hit is not None:
-                    self._results.move_to_end(span)
-                    return hit
+        def record() -> torch.Tensor:
             result = compute()
-            with self._lock:
-                self.computed.append(span)
-                self._results[span] = result
-                while len(self._results) > self.capacity:
-                    self._results.popitem(last=False)
-                self._locks.pop(span, None)
+            self.computed.append(span)
             return result
 
+        return self._results.get_or_create(span, record)
+
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._results)
+        return len(self._results)
 
 
 class TemporalRestorer:
@@ -142,6 +127,8 @@ class TemporalRestorer:
         plan: PlanFn = chunk_plan,
         blend: BlendFn = average,
         scene_cuts: bool = True,
+        scene_sigma: SigmaEstimator | None = None,
+        sigma_frames: int = 8,
     ) -> None:
         self.clip = clip
         self.runner = runner
@@ -152,6 +139,25 @@ class TemporalRestorer:
         self.blend = blend
         self.cuts = SceneCuts(clip, enabled=scene_cuts)
         self.cache = ChunkCache(capacity)
+        self.estimator = scene_sigma
+        self.sigma_frames = sigma_frames
+        self._sigmas: LRU[int, float] = LRU(1 << 16)  # segment start -> noise level (floats: no memory concern)
+
+    def sigma(self, n: int) -> float | None:
+        """The noise level of frame n's scene, estimated once from the scene's first frames (None: not estimated)."""
+        if self.estimator is None:
+            return None
+        estimator = self.estimator
+        start = self.cuts.segment_start(n)
+
+        def estimate() -> float:
+            end = self.cuts.segment_end_within(start, self.sigma_frames) or start + self.sigma_frames
+            frames = [self.clip.get_frame(i) for i in range(start, min(end, start + self.sigma_frames))]
+            level = estimator(self.loader(frames))
+            log.info("RVRT: scene from frame %d: estimated noise level sigma %.2f (0-255)", start, level)
+            return level
+
+        return self._sigmas.get_or_create(start, estimate)
 
     def segment(self, n: int) -> tuple[int, int | None]:
         """(start, end or None when the end lies beyond the look-ahead) of n's segment."""
@@ -175,8 +181,10 @@ class TemporalRestorer:
     def _compute(self, span: Span) -> torch.Tensor:
         a, b = span
         log.debug("RVRT chunk [%d, %d)", a, b)
+        level = self.sigma(a)
         frames = [self.clip.get_frame(i) for i in range(a, b)]
-        out = self.runner(self.loader(frames))
+        x = self.loader(frames)
+        out = self.runner(x) if level is None else self.runner(x, level)
         if out.shape[0] != b - a:
             raise RuntimeError(f"RVRT chunk [{a}, {b}) returned {out.shape[0]} frames instead of {b - a}")
         return out

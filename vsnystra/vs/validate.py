@@ -1,22 +1,20 @@
-"""Argument and clip validation for the nystra.* filters, done before any model is loaded.
+"""Clip validation for the nystra.* filters, and the filters' error type.
 
 Why a module of its own: every check must run before heavy work and every error must name the function and the
-fix, so the rules live in one place and tests can walk each error path.
+fix. The options the filters share with the command line are checked by :mod:`vsnystra.runtime.settings` (one set of
+rules and messages for both front ends); this module adds what only a filter has (the clip) and turns settings
+errors into :class:`FilterError`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Literal
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import vapoursynth as vs
 
-from vsnystra.attention.defaults import FRONT_END_PINV_INIT
-from vsnystra.attention.specs import AttentionSpec, Exact, PnPNystra
-
-ATTENTION_CHOICES = ("nystra", "exact", "auto")
+from vsnystra.runtime.settings import SettingsError
 
 
 class FilterError(vs.Error, ValueError):
@@ -28,31 +26,24 @@ def fail(func: str, message: str) -> FilterError:
     return FilterError(f"nystra.{func}: {message}")
 
 
-def as_text(func: str, name: str, value: Any) -> str | None:
-    """VapourSynth hands ``data`` arguments over as str or bytes; accept both (and None for "not given")."""
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise fail(func, f"{name} must be UTF-8 text, got undecodable bytes") from exc
-    if isinstance(value, str):
-        return value
-    raise fail(func, f"{name} must be a string, got {type(value).__name__} {value!r}")
+@contextlib.contextmanager
+def filter_errors() -> Iterator[None]:
+    """Re-raise the settings resolver's errors (already named ``nystra.<func>: ...``) as FilterError."""
+    try:
+        yield
+    except SettingsError as exc:
+        raise FilterError(str(exc)) from None
 
 
-def _conversion_hint(fmt: vs.VideoFormat, half: bool) -> str:
-    target = "vs.RGBH" if half else "vs.RGBS"
-    if fmt.color_family == vs.YUV:
-        return f"core.resize.Bicubic(clip, format={target}, matrix_in_s='709')"
-    if fmt.color_family == vs.GRAY:
-        return f"core.resize.Point(clip, format={target}) (gray is repeated in R, G and B)"
-    return f"core.resize.Point(clip, format={target})"
+MIN_SIDE = 16  # smaller frames are refused; larger ones are padded to each architecture's minimum (README)
 
 
-def check_clip(func: str, clip: Any, *, allow_gray: bool = False, min_frames: int = 1) -> bool:
-    """Refuse anything but a constant-size, constant-format float RGB clip; returns True for half precision."""
+def check_clip(func: str, clip: Any, *, min_frames: int = 1) -> bool:
+    """Refuse variable clips, unsupported sample types and frames below 16x16; returns True for half precision.
+
+    Every constant format zimg converts is accepted (integer 8-16 bit, half and single float; RGB, YUV, grey): the
+    filters convert it for the model and back (:mod:`vsnystra.vs.formats`).
+    """
     if isinstance(clip, vs.AudioNode):
         raise fail(func, "clip must be a video clip, got an audio node")
     if not isinstance(clip, vs.VideoNode):
@@ -62,110 +53,57 @@ def check_clip(func: str, clip: Any, *, allow_gray: bool = False, min_frames: in
         raise fail(
             func,
             "clip has a variable format; make it constant first, e.g. "
-            "core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s='709')",
+            "core.resize.Bicubic(clip, format=vs.YUV420P10, matrix_in_s='709')",
         )
     if clip.width == 0 or clip.height == 0:
         raise fail(
             func,
             "clip has a variable frame size; make it constant first, e.g. core.resize.Bicubic(clip, width=W, height=H)",
         )
-    accepted = [vs.RGBS, vs.RGBH]
-    if allow_gray:
-        accepted += [vs.GRAYS, vs.GRAYH]
-    if fmt.id not in accepted:
-        names = "RGBS or RGBH" + (" (GRAYS/GRAYH for 1-channel models)" if allow_gray else "")
-        half = fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16
-        raise fail(func, f"clip must be {names}, got {fmt.name}; convert with {_conversion_hint(fmt, half)}")
+    check_sample_type(func, "clip", fmt)
+    if min(clip.width, clip.height) < MIN_SIDE:
+        raise fail(
+            func,
+            f"frames must be at least {MIN_SIDE}x{MIN_SIDE}, got {clip.width}x{clip.height}; "
+            f"pad first, e.g. core.std.AddBorders",
+        )
     if clip.num_frames < min_frames:
         raise fail(func, f"clip must have at least {min_frames} frame(s), got {clip.num_frames}")
-    return fmt.bits_per_sample == 16
+    return fmt.sample_type == vs.FLOAT and fmt.bits_per_sample == 16
 
 
-def check_int(func: str, name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_sample_type(func: str, what: str, fmt: vs.VideoFormat) -> None:
+    integer_ok = fmt.sample_type == vs.INTEGER and 8 <= fmt.bits_per_sample <= 16
+    float_ok = fmt.sample_type == vs.FLOAT and fmt.bits_per_sample in (16, 32)
+    if not (integer_ok or float_ok):
+        raise fail(
+            func,
+            f"{what} format {fmt.name} is not supported (integer 8-16 bit, half or single float); "
+            "convert with core.resize.Point(clip, format=vs.RGBS)",
+        )
+
+
+def check_format(func: str, value: object) -> vs.VideoFormat | None:
+    """The ``format`` argument: a constant video format id (e.g. vs.YUV420P10), or None for the input's format."""
+    if value is None:
+        return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(func, f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise fail(func, f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise fail(func, f"{name} must be <= {maximum}, got {value}")
-    return int(value)
-
-
-def check_ints(
-    func: str, name: str, value: Any, *, lengths: Sequence[int], minimum: int = 1, hint: str = ""
-) -> tuple[int, ...]:
-    """An int[] argument (VapourSynth passes a list; a bare int is accepted as a one-element list)."""
-    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(items, (list, tuple)):
-        raise fail(func, f"{name} must be a list of integers, got {type(value).__name__} {value!r}{hint}")
-    if len(items) not in lengths:
-        want = " or ".join(str(n) for n in lengths)
-        raise fail(func, f"{name} must have {want} value(s), got {len(items)}: {list(items)!r}{hint}")
-    return tuple(check_int(func, name, v, minimum=minimum) for v in items)
-
-
-def check_sigma(func: str, sigma: Any) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise fail(func, f"sigma must be a number (noise level on the 0-255 scale), got {sigma!r}")
-    value = float(sigma)
-    if not math.isfinite(value) or value < 0 or value > 255:
-        raise fail(func, f"sigma must be between 0 and 255 (noise level on the 0-255 scale), got {sigma!r}")
-    return value
-
-
-def attention_spec(
-    func: str,
-    attention: Any,
-    landmarks: Any,
-    iters: Any,
-    *,
-    default_landmarks: int,
-    default_iters: int,
-    threshold: float | None,
-) -> tuple[str, AttentionSpec]:
-    """Map the filter's attention/landmarks/iters to an attention spec (landmarks/iters only with Nyström)."""
-    name = (as_text(func, "attention", attention) or "auto").strip().lower()
-    if name not in ATTENTION_CHOICES:
-        raise fail(func, f"attention must be one of {', '.join(map(repr, ATTENTION_CHOICES))}, got {name!r}")
-    if name == "exact":
-        for arg, val in (("landmarks", landmarks), ("iters", iters)):
-            if val is not None:
-                raise fail(func, f'{arg} only applies to attention="nystra" or "auto"; drop it or change attention')
-        return name, Exact()
-    m = default_landmarks if landmarks is None else check_int(func, "landmarks", landmarks, minimum=1)
-    k = default_iters if iters is None else check_int(func, "iters", iters, minimum=0, maximum=64)
-    policy: Literal["always", "auto"] = "always" if name == "nystra" else "auto"
-    return name, PnPNystra(landmarks=m, iters=k, threshold=threshold, pinv_init=FRONT_END_PINV_INIT, policy=policy)
-
-
-def resolve_model_path(func: str, model: Any) -> Path:
-    """A checkpoint path from ``model`` (zoo name or file path), or the bundled default when model is not given."""
-    text = as_text(func, "model", model)
+        raise fail(func, f"format must be a video format id such as vs.YUV420P10, got {value!r}")
     try:
-        from vsnystra import zoo
-    except ImportError:
-        zoo = None  # type: ignore[assignment]
-    given = text is not None and bool(text.strip())
-    if not given:
-        default = getattr(zoo, "DEFAULT_MODELS", {}).get(func) if zoo is not None else None
-        if default is None:
-            raise fail(func, "no bundled default model is available; pass model='/path/to/checkpoint.pth'")
-        text = str(default)
-    assert text is not None
-    text = text.strip()
-    if zoo is not None and hasattr(zoo, "resolve_model"):
-        try:
-            path = Path(zoo.resolve_model(text))
-        except (FileNotFoundError, KeyError, ValueError, LookupError) as exc:
-            if not given:
-                raise fail(
-                    func,
-                    f"the bundled default model {text!r} is not available ({exc}); "
-                    "pass model='/path/to/checkpoint.pth' or a downloaded model name",
-                ) from exc
-            raise fail(func, f"model {text!r} not found ({exc}); pass a checkpoint path or a model zoo name") from exc
-    else:
-        path = Path(text).expanduser()
-    if not path.is_file():
-        raise fail(func, f"model {text!r}: no such checkpoint file {str(path)!r}; pass an existing .pth path")
-    return path
+        fmt = vs.core.get_video_format(value)
+    except vs.Error as exc:
+        raise fail(func, f"format {value} is not a constant video format id; pass one such as vs.YUV420P10") from exc
+    if fmt.id == 0:
+        raise fail(func, f"format {value} is not a constant video format id; pass one such as vs.YUV420P10")
+    check_sample_type(func, "output", fmt)
+    return fmt
+
+
+def check_output_size(func: str, fmt: vs.VideoFormat, width: int, height: int) -> None:
+    """The output frame size must fit the output format's chroma subsampling."""
+    if width % (1 << fmt.subsampling_w) or height % (1 << fmt.subsampling_h):
+        raise fail(
+            func,
+            f"the output is {width}x{height}, which {fmt.name} cannot hold (chroma subsampling); "
+            "pick another format, e.g. the 4:4:4 one",
+        )

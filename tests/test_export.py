@@ -1,0 +1,79 @@
+"""Export: torch.export and ONNX of tiny SwinIR/Uformer match eager; traces never touch the eager caches."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_models import tiny_swinir, tiny_uformer
+
+from vsnystra.archs.patch import patch_attention
+from vsnystra.attention.specs import Exact, PnPNystra
+from vsnystra.runtime.export import ExportError, example_input, export_onnx, export_program
+
+
+@pytest.mark.parametrize("build", [tiny_swinir, tiny_uformer])
+def test_exported_program_matches_eager_and_leaves_eager_bit_identical(build) -> None:  # type: ignore[no-untyped-def]
+    model = build()
+    x = example_input(model, (128, 128) if build is tiny_uformer else (32, 32))
+    with torch.no_grad():
+        before = model(x)
+    program = export_program(model, x)
+    with torch.no_grad():
+        traced = program.module()(x)
+        after = model(x)
+    assert torch.equal(before, after)
+    assert (traced - before).abs().max().item() < 1e-5
+
+
+def test_failed_trace_leaves_eager_bit_identical() -> None:
+    model = tiny_swinir()
+    patch_attention(model, PnPNystra(landmarks=4, iters=3, policy="always"))
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        before = model(x)
+    with pytest.raises(ExportError, match='attention="exact"'):
+        export_program(model, x)
+    with pytest.raises(Exception, match="cannot be traced"):
+        torch.export.export(model, (x,), strict=False)  # straight torch.export: refused before any cache write
+    with torch.no_grad():
+        after = model(x)
+    assert torch.equal(before, after)
+    patch_attention(model, Exact())
+    with torch.no_grad():
+        exact = model(x)
+    program = export_program(model, x)
+    with torch.no_grad():
+        assert torch.equal(model(x), exact)
+        assert (program.module()(x) - exact).abs().max().item() < 1e-5
+
+
+def test_export_size_must_fit_the_size_rule() -> None:
+    with pytest.raises(ExportError, match="multiples of 128"):
+        example_input(tiny_uformer(), (128, 96))
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="needs the export extra (onnx, onnxscript, onnxruntime)",
+)
+def test_onnx_matches_eager(tmp_path: Path) -> None:
+    diff = export_onnx(tiny_swinir(), tmp_path / "swinir.onnx", (16, 24))
+    assert (tmp_path / "swinir.onnx").stat().st_size > 0
+    assert diff < 1e-5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs the export extra")
+def test_cli_export_writes_onnx(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from vsnystra.cli.main import main
+
+    ckpt = tmp_path / "tiny.pth"
+    torch.save({"params": tiny_swinir().state_dict()}, ckpt)
+    out = tmp_path / "tiny.onnx"
+    caplog.set_level("INFO")
+    assert main(["export", str(ckpt), "-o", str(out), "--size", "16x24"]) == 0
+    assert out.stat().st_size > 0
+    assert "max |onnx - eager|" in caplog.text
+    assert main(["export", str(ckpt), "-o", str(out), "--size", "15x16"]) == 2
