@@ -150,6 +150,7 @@ def test_a_node_removed_mid_job_is_survived(
     """Last in the module: it takes the worker node away (and puts one back)."""
     for p in control.glob("started-*"):
         p.unlink()
+    assert executor.wait_ready(timeout=120) == 2  # the worker that crashed earlier is back
     (control / "slow").write_text("0.1")
     node = cluster.worker_nodes and next(iter(cluster.worker_nodes))
     result: dict[str, Any] = {}

@@ -203,11 +203,23 @@ class RayExecutor:
         it to keep start-up out of timings; ``run`` does not need it (workers join as they come up)."""
         self.describe()
         deadline = time.monotonic() + timeout
-        while self.pool.pings and time.monotonic() < deadline:
-            ready, _ = self.ray.wait(list(self.pool.pings), num_returns=1, timeout=deadline - time.monotonic())
+        while len(self.pool.idle) < len(self.actors) and time.monotonic() < deadline:
+            self._ping_again()
+            wait = min(self.poll, max(0.0, deadline - time.monotonic()))
+            if not self.pool.pings:
+                time.sleep(wait)
+                continue
+            ready, _ = self.ray.wait(list(self.pool.pings), num_returns=1, timeout=wait)
             for ref in ready:
                 self._pinged(ref)
         return len(self.pool.idle)
+
+    def _ping_again(self) -> None:
+        """Ask the workers that were down (restarting, or on a lost node) whether they are back."""
+        now = time.monotonic()
+        for when, actor in [x for x in self.pool.later if x[0] <= now]:
+            self.pool.later.remove((when, actor))
+            self.pool.pings[actor.describe.remote()] = actor
 
     def run(self, driver: Driver) -> None:
         ray, pool = self.ray, self.pool
@@ -220,9 +232,7 @@ class RayExecutor:
             if not pool.busy and not driver.has_work():
                 return
             now = time.monotonic()
-            for when, actor in [x for x in pool.later if x[0] <= now]:
-                pool.later.remove((when, actor))
-                pool.pings[actor.describe.remote()] = actor
+            self._ping_again()
             if pool.busy or pool.idle:
                 stalled_since = None
             elif stalled_since is None:
