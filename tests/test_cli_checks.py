@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from test_cli import FakeModel, make_clip, probe
+from test_cli import FakeModel, probe
 
 from vsnystra.cli import main as cli_main
 from vsnystra.cli import model as cli_model

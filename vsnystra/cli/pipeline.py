@@ -306,9 +306,9 @@ def sane_dts(pts: int | None, dts: int | None, last_dts: int | None, step: int) 
     """
     if pts is None:
         return dts
-    if dts is not None and dts <= pts and dts >= pts - MAX_REORDER_FRAMES * step:
-        if last_dts is None or dts > last_dts:
-            return dts
+    plausible = dts is not None and pts - MAX_REORDER_FRAMES * step <= dts <= pts
+    if plausible and (last_dts is None or dts > last_dts):  # type: ignore[operator]
+        return dts
     return pts if last_dts is None else max(last_dts + 1, min(pts, last_dts + step))
 
 
