@@ -10,7 +10,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from test_cli import FakeModel, probe
+from test_cli import FakeModel, make_clip, probe
 
 from vsnystra.cli import main as cli_main
 from vsnystra.cli import model as cli_model
@@ -65,3 +65,59 @@ def test_one_frame_mp4_with_the_default_x265(container: str, tmp_path: Path, fak
         assert cli_main.main(["restore", str(src), "-o", str(out), "--container", container]) == 0
         info = probe(out / f"one.{container}")
         assert (info["frames"], info["pix_fmt"]) == (1, "yuv420p10le")
+
+
+# ---------------------------------------------------------------- mistakes found before any work
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--crf", "99"], "--crf 99 is out of range for x265; use 0-51"),
+        (["--codec", "x264", "--crf", "-3"], "--crf -3 is out of range for x264; use 0-51"),
+        (["--preset", "warp9"], "--preset warp9 is not an x265 preset; use one of ultrafast,"),
+        (["--pix-fmt", "yuv999"], "--pix-fmt yuv999 is not a pixel format libx265 encodes; use one of yuv420p,"),
+        (["--codec", "x264", "--pix-fmt", "yuv444p16le"], "--pix-fmt yuv444p16le is not a pixel format libx264"),
+        (["--container", "mp4"], "mp4 cannot hold SRT subtitles: use .mkv or --no-subtitles"),
+        (["--container", "mov"], "mov cannot hold SRT subtitles: use .mkv or --no-subtitles"),
+    ],
+)
+def test_encoder_and_container_mistakes_are_one_line_before_the_model_loads(
+    extra: list[str], message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = make_clip(tmp_path / "s.mkv", n=2, w=64, h=48, subs=True)
+
+    def load(settings: cli_model.Options) -> cli_model.LoadedModel:
+        raise AssertionError("the model must not load before the settings are checked")
+
+    monkeypatch.setattr(cli_model, "load", load)
+    assert cli_main.main(["restore", str(src), "-o", str(tmp_path / "o"), *extra]) == 2
+    records = [r.getMessage() for r in caplog.records if r.levelname != "DEBUG"]
+    assert len(records) == 1 and message in records[0] and "\n" not in records[0], caplog.text
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_subtitles_lets_mp4_hold_the_rest(tmp_path: Path, fake: FakeModel) -> None:
+    src = make_clip(tmp_path / "s.mkv", n=2, w=64, h=48, audio=False, subs=True)
+    argv = ["restore", str(src), "-o", str(tmp_path / "o"), "--container", "mp4", "--no-subtitles"]
+    assert cli_main.main([*argv, "--preset", "ultrafast"]) == 0
+    info = probe(tmp_path / "o" / "s.mp4")
+    assert info["frames"] == 2 and info["subtitle"] is None
+
+
+@pytest.mark.parametrize("where", ["file", "under-a-file", "proc"])
+def test_an_output_folder_that_cannot_be_written_is_one_line(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write_video(tmp_path / "a.mkv", 2)
+    afile = tmp_path / "taken"
+    afile.write_text("x")
+    out = {"file": afile, "under-a-file": afile / "sub", "proc": Path("/proc/vsnystra-out")}[where]
+    monkeypatch.setattr(cli_model, "load", lambda s: pytest.fail("the model loaded"))
+    assert cli_main.main(["restore", str(src), "-o", str(out)]) == 2
+    records = [r for r in caplog.records if r.levelname != "DEBUG"]
+    assert len(records) == 1 and "\n" not in records[0].getMessage(), caplog.text
+    err = records[0].getMessage()
+    fix = {"file": "is a file, not a folder", "under-a-file": "is a file; name another -o folder"}
+    assert fix.get(where, "name a writable -o folder") in err
+    assert afile.read_text() == "x"

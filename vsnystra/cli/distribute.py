@@ -245,7 +245,9 @@ class Driver:
     def _finish(self, f: FileWork) -> None:
         """All segments are in: assemble in the background (the workers go on with other files meanwhile)."""
         self.active.remove(f)
-        self.assembling.append((f, Task("vsnystra-assemble", lambda check: assemble_file(f, check))))
+        self.assembling.append(
+            (f, Task("vsnystra-assemble", lambda check: assemble_file(f, check, subtitles=self.opts.subtitles)))
+        )
 
     def _collect(self, *, wait: bool) -> None:
         """Account for the assemblies that ended (all of them with ``wait``)."""

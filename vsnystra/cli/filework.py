@@ -50,6 +50,7 @@ class Options:
     model_key: str = ""  # identifies the model and its settings in the plan's fingerprint
     progress: bool = True
     stream: TextIO | None = None
+    subtitles: bool = True  # copy the subtitle streams (--no-subtitles: leave them out)
 
 
 @dataclass
@@ -148,7 +149,7 @@ def make_job(f: FileWork, plan: FilePlan, seg: Segment, encode: EncodeSettings) 
     )
 
 
-def assemble_file(f: FileWork, check: Callable[[], None] | None = None) -> int:
+def assemble_file(f: FileWork, check: Callable[[], None] | None = None, *, subtitles: bool = True) -> int:
     """Join all segments (records checked) into a temporary file, rename it into place; returns the frame count.
     The temporary file is removed on any failure or cancellation; the work folder is left to the caller."""
     from vsnystra.cli.assemble import assemble
@@ -162,7 +163,9 @@ def assemble_file(f: FileWork, check: Callable[[], None] | None = None) -> int:
         for job, rec in zip(jobs, records, strict=True):
             if job.path.stat().st_size != rec["size"]:
                 raise RuntimeError(f"{job.path} changed size since it was written; rerun to restore it again")
-        n = assemble(f.src, [j.path for j in jobs], records, tmp, batch._format_for(f.final), check)
+        n = assemble(
+            f.src, [j.path for j in jobs], records, tmp, batch._format_for(f.final), check, subtitles=subtitles
+        )
         if n != f.plan.frames:
             raise RuntimeError(f"the joined output has {n} frames, the input {f.plan.frames}")
         batch._fsync(tmp)

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
-from vsnystra.cli import interrupt
+from vsnystra.cli import interrupt, preflight
 from vsnystra.cli.media import CODECS, DEFAULT_CRF, DEFAULT_PIX_FMT, EncodeSettings
 from vsnystra.cli.segments import DEFAULT_SCENE_THRESHOLD, DEFAULT_SEGMENT_FRAMES
 
@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pix-fmt", help=f"output pixel format (default {pix})")
     r.add_argument("--preset", help="x265/x264 preset (default medium)")
     r.add_argument("--container", default="mkv", choices=["mkv", "mp4", "mov"], help="output container (mkv)")
+    r.add_argument(
+        "--no-subtitles", action="store_true", help="leave the subtitle streams out (mp4/mov cannot hold SRT/ASS)"
+    )
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
     r.add_argument(
@@ -169,6 +172,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
+def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeSettings, suffix: str) -> None:
+    """Output folders writable, encoder settings valid, each input's streams fit the container (preflight)."""
+    from vsnystra.cli import batch
+
+    folders = [args.output_dir] if args.output_dir else sorted({s.parent for s in inputs if s.is_file()})
+    for folder in folders:
+        preflight.check_folder(folder, "-o ")
+    preflight.check_encode(encode)
+    fmt = batch._format_for(Path("x" + suffix)) or args.container
+    videos = [s for s in inputs if s.suffix.lower() != ".vpy" and s.is_file()]
+    preflight.check_inputs(encode, fmt, videos, subtitles=not args.no_subtitles)
+
+
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
 
@@ -192,6 +208,11 @@ def _restore(args: argparse.Namespace) -> int:
         script_args[name] = value
     encode = EncodeSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, preset=args.preset)
     suffix = "." + args.container
+    try:  # every mistake of the user is one line and exit 2 before any work
+        _preflight(args, inputs, encode, suffix)
+    except preflight.UsageError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
     tag = args.tag if args.tag is not None else ("" if args.output_dir else ".restored")
     needs_model = any(
         s.suffix.lower() != ".vpy"
@@ -256,6 +277,7 @@ def _restore(args: argparse.Namespace) -> int:
                     scene_threshold=args.scene_threshold,
                     model_key=repr(settings),
                     progress=not args.quiet,
+                    subtitles=not args.no_subtitles,
                 )
                 summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up
