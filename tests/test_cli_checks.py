@@ -121,3 +121,27 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(
     fix = {"file": "is a file, not a folder", "under-a-file": "is a file; name another -o folder"}
     assert fix.get(where, "name a writable -o folder") in err
     assert afile.read_text() == "x"
+
+
+# ---------------------------------------------------------------- damaged inputs
+
+
+def test_a_truncated_input_is_reported_and_strict_fails_it(
+    tmp_path: Path, fake: FakeModel, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full = write_video(tmp_path / "full.mkv", 24)
+    cut = tmp_path / "cut.mkv"
+    data = full.read_bytes()
+    cut.write_bytes(data[: len(data) * 55 // 100])  # the header still says 0.96 s: 24 frames at 25 fps
+    assert cli_main.main(["restore", str(full), str(cut), "-o", str(tmp_path / "o"), "--codec", "ffv1"]) == 0
+    decoded = probe(tmp_path / "o" / "cut.mkv")["frames"]
+    assert isinstance(decoded, int) and 0 < decoded < 24
+    err = capsys.readouterr().err
+    assert "2 done, 0 skipped, 0 failed" in err
+    assert f"WARNING {cut}: {decoded} of 24 frames decodable (by the container's duration" in err
+    assert f"WARNING {full}" not in err
+    argv = ["restore", str(cut), "-o", str(tmp_path / "s"), "--codec", "ffv1", "--strict"]
+    assert cli_main.main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"FAILED {cut}: {decoded} of 24 frames decodable" in err and "--strict" in err
+    assert not (tmp_path / "s" / "cut.mkv").exists()

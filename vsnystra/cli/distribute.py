@@ -56,6 +56,7 @@ class SegmentedSummary(batch.Summary):
         self.done += other.done
         self.skipped += other.skipped
         self.failed += other.failed
+        self.warnings += other.warnings
         self.frames += other.frames
         self.seconds += other.seconds
         self.interrupted = self.interrupted or other.interrupted
@@ -213,6 +214,13 @@ class Driver:
                     nxt,
                     Task("vsnystra-plan", lambda check: plan_file(nxt, self.temporal, self.opts, check)),
                 )
+        damage = plan.damage()
+        if damage is not None:
+            if self.opts.strict:
+                self._fail(f, f"{damage}; --strict")
+                return
+            log.warning("%s: %s; restoring the frames that decode", f.label, damage)
+            self.summary.warnings.append((f.src, damage))
         f.plan = plan
         for seg in plan.segments:
             job = make_job(f, plan, seg, self.opts.encode)

@@ -51,6 +51,7 @@ class Options:
     progress: bool = True
     stream: TextIO | None = None
     subtitles: bool = True  # copy the subtitle streams (--no-subtitles: leave them out)
+    strict: bool = False  # a damaged or truncated input fails instead of a warning
 
 
 @dataclass
@@ -126,6 +127,9 @@ def plan_file(f: FileWork, temporal: Temporal, opts: Options, check: Callable[[]
         out_pts=s.out_pts,
         checksums=s.checksums,
         seekable=s.seekable,
+        expected=s.expected,
+        decode_errors=s.decode_errors,
+        exact=s.exact,
     )
     plan.segments = plan_segments(plan.frames, plan.cuts, temporal, opts.segment_frames)
     f.workdir.mkdir(parents=True, exist_ok=True)

@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--no-subtitles", action="store_true", help="leave the subtitle streams out (mp4/mov cannot hold SRT/ASS)"
     )
+    r.add_argument(
+        "--strict",
+        action="store_true",
+        help="a damaged or truncated input (decode errors, frames missing against the container's count) fails "
+        "(default: restore what decodes, with a warning in the summary)",
+    )
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
     r.add_argument(
@@ -278,6 +284,7 @@ def _restore(args: argparse.Namespace) -> int:
                     model_key=repr(settings),
                     progress=not args.quiet,
                     subtitles=not args.no_subtitles,
+                    strict=args.strict,
                 )
                 summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up

@@ -128,7 +128,11 @@ def _decoded(inp: Any, vin: Any, conv: Any, job: SegmentJob, seek: bool) -> Iter
     if seek:
         inp.seek(job.decode_pts[0], stream=vin, backward=True, any_frame=False)
     for packet in inp.demux(vin):
-        for frame in packet.decode():
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:  # skipped as the planning pass skipped it (scan.scan)
+            continue
+        for frame in decoded:
             if not isinstance(frame, av.VideoFrame):
                 continue
             if i < 0:
