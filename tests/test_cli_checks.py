@@ -145,3 +145,61 @@ def test_a_truncated_input_is_reported_and_strict_fails_it(
     err = capsys.readouterr().err
     assert f"FAILED {cut}: {decoded} of 24 frames decodable" in err and "--strict" in err
     assert not (tmp_path / "s" / "cut.mkv").exists()
+
+
+# ---------------------------------------------------------------- interlaced inputs
+
+
+def write_tff(path: Path, n: int = 6, w: int = 64, h: int = 48) -> Path:
+    """Lossless frames whose two fields show different moments (combing), tagged top field first."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("ffv1", rate=25)
+        v.width, v.height, v.pix_fmt = w, h, "yuv444p"
+        v.codec_context.field_order = 2  # AV_FIELD_TT
+        for i in range(n):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[0::2, 4 * i : 4 * i + 16] = 220  # top field: a bar at one place
+            img[1::2, 4 * i + 2 : 4 * i + 18] = 220  # bottom field: half a frame later
+            f = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv444p")
+            f.pts = i
+            for p in v.encode(f):
+                out.mux(p)
+        for p in v.encode(None):
+            out.mux(p)
+    return path
+
+
+def field_order(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return int(c.streams.video[0].codec_context.field_order)
+
+
+def test_interlaced_input_is_refused_unless_deinterlaced_or_declared_progressive(
+    tmp_path: Path, fake: FakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write_tff(tmp_path / "tff.mkv")
+    assert field_order(src) == 2
+    base = ["restore", str(src), "--codec", "ffv1", "--pix-fmt", "yuv444p"]
+    assert cli_main.main([*base, "-o", str(tmp_path / "r")]) == 2
+    assert "is interlaced (top field first); add --deinterlace frame (bwdif) or --progressive" in caplog.text
+    assert fake.calls == 0 and not (tmp_path / "r").exists()
+
+    caplog.clear()
+    assert cli_main.main([*base, "-o", str(tmp_path / "p"), "--progressive"]) == 0
+    assert "treated as progressive (--progressive)" in caplog.text
+    kept = tmp_path / "p" / "tff.mkv"
+    assert field_order(kept) == 2  # the output stays interlaced: its field order is kept
+    with av.open(str(src)) as a, av.open(str(kept)) as b:
+        pairs = zip(a.decode(video=0), b.decode(video=0), strict=True)
+        assert all(np.abs(x.to_ndarray().astype(int) - y.to_ndarray()).max() <= 2 for x, y in pairs)  # untouched
+
+    assert cli_main.main([*base, "-o", str(tmp_path / "d"), "--deinterlace", "frame", "--segment-frames", "4"]) == 0
+    done = tmp_path / "d" / "tff.mkv"
+    assert field_order(done) in (0, 1)
+    with av.open(str(src)) as a, av.open(str(done)) as b:
+        before = [f.to_ndarray() for f in a.decode(video=0)]
+        after = [f.to_ndarray() for f in b.decode(video=0)]
+    assert len(after) == len(before) == 6  # one frame per frame
+    y_in, y_out = before[2][0].astype(int), after[2][0].astype(int)
+    comb = lambda y: np.abs(np.diff(y, axis=0)).sum()  # noqa: E731
+    assert comb(y_out) < comb(y_in) / 2  # bwdif removed most of the combing

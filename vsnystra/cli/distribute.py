@@ -223,7 +223,7 @@ class Driver:
             self.summary.warnings.append((f.src, damage))
         f.plan = plan
         for seg in plan.segments:
-            job = make_job(f, plan, seg, self.opts.encode)
+            job = make_job(f, plan, seg, self.opts.encode, self.opts.deinterlace)
             f.jobs[seg.index] = job
             record = read_record(job)
             if record is not None:
@@ -254,7 +254,15 @@ class Driver:
         """All segments are in: assemble in the background (the workers go on with other files meanwhile)."""
         self.active.remove(f)
         self.assembling.append(
-            (f, Task("vsnystra-assemble", lambda check: assemble_file(f, check, subtitles=self.opts.subtitles)))
+            (
+                f,
+                Task(
+                    "vsnystra-assemble",
+                    lambda check: assemble_file(
+                        f, check, subtitles=self.opts.subtitles, field_order=not self.opts.deinterlace
+                    ),
+                ),
+            )
         )
 
     def _collect(self, *, wait: bool) -> None:

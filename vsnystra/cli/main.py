@@ -97,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a damaged or truncated input (decode errors, frames missing against the container's count) fails "
         "(default: restore what decodes, with a warning in the summary)",
     )
+    r.add_argument(
+        "--deinterlace",
+        choices=["frame"],
+        help="deinterlace before the model with FFmpeg's bwdif: 'frame' gives one frame per frame (same frame rate, "
+        "field order tag dropped); interlaced inputs are refused without --deinterlace or --progressive",
+    )
+    r.add_argument(
+        "--progressive",
+        action="store_true",
+        help="treat interlaced inputs as progressive (a warning; the output keeps the source's field order tag)",
+    )
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
     r.add_argument(
@@ -188,7 +199,16 @@ def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeS
     preflight.check_encode(encode)
     fmt = batch._format_for(Path("x" + suffix)) or args.container
     videos = [s for s in inputs if s.suffix.lower() != ".vpy" and s.is_file()]
-    preflight.check_inputs(encode, fmt, videos, subtitles=not args.no_subtitles)
+    interlaced = preflight.check_inputs(encode, fmt, videos, subtitles=not args.no_subtitles)
+    if args.deinterlace and args.progressive:
+        raise preflight.UsageError("restore: --deinterlace and --progressive exclude each other; choose one")
+    for src, how in interlaced:
+        if args.progressive:
+            log.warning("%s is interlaced (%s): treated as progressive (--progressive), field order kept", src, how)
+        elif not args.deinterlace:
+            raise preflight.UsageError(
+                f"restore: {src} is interlaced ({how}); add --deinterlace frame (bwdif) or --progressive"
+            )
 
 
 def _restore(args: argparse.Namespace) -> int:
@@ -285,6 +305,7 @@ def _restore(args: argparse.Namespace) -> int:
                     progress=not args.quiet,
                     subtitles=not args.no_subtitles,
                     strict=args.strict,
+                    deinterlace=args.deinterlace == "frame",
                 )
                 summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up

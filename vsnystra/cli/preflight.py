@@ -113,8 +113,31 @@ def _open(
         out.start_encoding()
 
 
-def check_inputs(encode: EncodeSettings, container_format: str, videos: Sequence[Path], subtitles: bool) -> None:
-    """``check_layout`` for each readable video input (unreadable ones fail on their own, later, in the batch)."""
+FIELD_ORDERS = {
+    2: "top field first",
+    3: "bottom field first",
+    4: "top field coded first",
+    5: "bottom field coded first",
+}
+
+
+def interlacing(inp: av.container.InputContainer, vin: av.video.stream.VideoStream) -> str | None:
+    """How the stream is interlaced (its field order tag, else the first frame's flag), or None if progressive."""
+    order = int(vin.codec_context.field_order or 0)
+    if order in FIELD_ORDERS:
+        return FIELD_ORDERS[order]
+    if order == 0:  # unknown: ask the first frame
+        for frame in inp.decode(vin):
+            return "interlaced frames" if frame.interlaced_frame else None
+    return None
+
+
+def check_inputs(
+    encode: EncodeSettings, container_format: str, videos: Sequence[Path], subtitles: bool
+) -> list[tuple[Path, str]]:
+    """``check_layout`` for each readable video input (unreadable ones fail on their own, later, in the batch);
+    returns the interlaced inputs with their field order."""
+    interlaced: list[tuple[Path, str]] = []
     from vsnystra.cli.pipeline import _open_av_source
 
     check_layout(encode, container_format, (64, 64), [])
@@ -130,3 +153,7 @@ def check_inputs(encode: EncodeSettings, container_format: str, videos: Sequence
                 continue
             copy = [s for s in source.copy_streams if subtitles or s.type != "subtitle"]
             check_layout(encode, container_format, source.size, copy)
+            how = interlacing(inp, source.video_stream)
+            if how is not None:
+                interlaced.append((src, how))
+    return interlaced
