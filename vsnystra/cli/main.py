@@ -189,7 +189,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
-def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeSettings, suffix: str) -> None:
+def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeSettings, suffix: str, tag: str) -> None:
     """Output folders writable, encoder settings valid, each input's streams fit the container (preflight)."""
     from vsnystra.cli import batch
 
@@ -198,7 +198,13 @@ def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeS
         preflight.check_folder(folder, "-o ")
     preflight.check_encode(encode)
     fmt = batch._format_for(Path("x" + suffix)) or args.container
-    videos = [s for s in inputs if s.suffix.lower() != ".vpy" and s.is_file()]
+    videos = [
+        s
+        for s in inputs
+        if s.suffix.lower() != ".vpy"
+        and s.is_file()
+        and (args.overwrite or not batch.output_path(s, args.output_dir, suffix, tag).exists())
+    ]
     interlaced = preflight.check_inputs(encode, fmt, videos, subtitles=not args.no_subtitles)
     if args.deinterlace and args.progressive:
         raise preflight.UsageError("restore: --deinterlace and --progressive exclude each other; choose one")
@@ -234,12 +240,12 @@ def _restore(args: argparse.Namespace) -> int:
         script_args[name] = value
     encode = EncodeSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, preset=args.preset)
     suffix = "." + args.container
+    tag = args.tag if args.tag is not None else ("" if args.output_dir else ".restored")
     try:  # every mistake of the user is one line and exit 2 before any work
-        _preflight(args, inputs, encode, suffix)
+        _preflight(args, inputs, encode, suffix, tag)
     except preflight.UsageError as e:
         log.error("%s", e)
         return EXIT_USAGE
-    tag = args.tag if args.tag is not None else ("" if args.output_dir else ".restored")
     needs_model = any(
         s.suffix.lower() != ".vpy"
         and (args.overwrite or not batch.output_path(s, args.output_dir, suffix, tag).exists())
