@@ -116,8 +116,8 @@ def _open(
 FIELD_ORDERS = {
     2: "top field first",
     3: "bottom field first",
-    4: "top field coded first",
-    5: "bottom field coded first",
+    4: "top coded first, bottom displayed first",
+    5: "bottom coded first, top displayed first",
 }
 
 
