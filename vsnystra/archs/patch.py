@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig, ConfigurableAttention, Keep
+from vsnystra.attention.plan import LayerPlan
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
 
 
@@ -16,7 +19,7 @@ def _check_keep(name: str, value: str) -> Keep:
 
 def patch_attention[M: nn.Module](
     model: M,
-    spec: AttentionSpec,
+    spec: AttentionSpec | LayerPlan,
     *,
     window: int | tuple[int, ...] | list[int] | None = None,
     bias: str = "keep",
@@ -28,9 +31,10 @@ def patch_attention[M: nn.Module](
     ``patch_attention(model, Exact())`` restores the unpatched computation (the flip test).
     ``window`` enlarges the attention window as the paper does; ``bias``/``mask``/``modulator`` = "drop"
     reproduce the research code, which passes neither the relative-position bias nor the shift mask.
+    A LayerPlan gives each block its own spec, in the order of ``model.modules()``.
     """
-    if not isinstance(spec, (Exact, Naive, PnPNystra)):
-        raise TypeError(f"patch_attention: spec must be Exact(), Naive() or PnPNystra(...), got {spec!r}")
+    if not isinstance(spec, (Exact, Naive, PnPNystra, LayerPlan)):
+        raise TypeError(f"patch_attention: spec must be Exact(), Naive(), PnPNystra(...) or a LayerPlan, got {spec!r}")
     if isinstance(window, list):
         window = tuple(window)
     if window is not None:
@@ -38,7 +42,6 @@ def patch_attention[M: nn.Module](
         if not sizes or any(int(s) < 1 for s in sizes):
             raise ValueError(f"patch_attention: window must be positive, got {window!r}")
     cfg = AttentionConfig(
-        spec=spec,
         window=window,
         bias=_check_keep("bias", bias),
         mask=_check_keep("mask", mask),
@@ -47,6 +50,12 @@ def patch_attention[M: nn.Module](
     blocks = [m for m in model.modules() if isinstance(m, ConfigurableAttention)]
     if not blocks:
         raise TypeError(f"patch_attention: {type(model).__name__} has no window-attention block to patch")
-    for block in blocks:
-        block.configure_attention(cfg)
+    specs = spec.specs if isinstance(spec, LayerPlan) else (spec,) * len(blocks)
+    if len(specs) != len(blocks):
+        raise ValueError(
+            f"patch_attention: the plan has {len(specs)} layers but {type(model).__name__} has {len(blocks)} "
+            "window-attention blocks; build the plan for this model (one spec per block, in model.modules() order)"
+        )
+    for block, block_spec in zip(blocks, specs, strict=True):
+        block.configure_attention(dataclasses.replace(cfg, spec=block_spec))
     return model

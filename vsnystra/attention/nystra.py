@@ -37,6 +37,7 @@ from collections.abc import Iterator
 
 import torch
 
+from vsnystra.attention.check import checked
 from vsnystra.attention.grid import (
     RegionLandmarks,
     landmark_grid,
@@ -401,7 +402,8 @@ def nystra_attention(
     if spec.landmarks >= n or (spec.policy == "auto" and not nystrom_pays(n, spec.landmarks, q.shape[-1], q.device)):
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     if bias is None and mask is None:
-        return paper_attention(q, k, v, scale=scale, spec=spec, window=window)
+        res = paper_attention(q, k, v, scale=scale, spec=spec, window=window)
+        return checked(res, q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     out = aware_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     if out is None:
         _log.log(
@@ -411,4 +413,4 @@ def nystra_attention(
         )
         _warned.append(True)
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
-    return out
+    return checked(out, q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
