@@ -50,12 +50,30 @@ def patch_attention[M: nn.Module](
     blocks = [m for m in model.modules() if isinstance(m, ConfigurableAttention)]
     if not blocks:
         raise TypeError(f"patch_attention: {type(model).__name__} has no window-attention block to patch")
-    specs = spec.specs if isinstance(spec, LayerPlan) else (spec,) * len(blocks)
-    if len(specs) != len(blocks):
+    layers = attention_layers(model)
+    specs = spec.specs if isinstance(spec, LayerPlan) else (spec,) * len(layers)
+    if len(specs) != len(layers):
         raise ValueError(
-            f"patch_attention: the plan has {len(specs)} layers but {type(model).__name__} has {len(blocks)} "
-            "window-attention blocks; build the plan for this model (one spec per block, in model.modules() order)"
+            f"patch_attention: the plan has {len(specs)} layers but {type(model).__name__} has {len(layers)} "
+            "window-attention blocks; build the plan for this model (one spec per attention_layers(model) entry)"
         )
-    for block, block_spec in zip(blocks, specs, strict=True):
-        block.configure_attention(dataclasses.replace(cfg, spec=block_spec))
+    per_layer = {id(layer): s for layer, s in zip(layers, specs, strict=True)}
+    for block in blocks:
+        # containers (e.g. the model keeping its padding in step with the window) only read the window
+        block.configure_attention(dataclasses.replace(cfg, spec=per_layer.get(id(block), specs[0])))
     return model
+
+
+def attention_layers(model: nn.Module) -> list[ConfigurableAttention]:
+    """The blocks that run window attention, in ``model.modules()`` order: what a LayerPlan's specs index.
+
+    They are the configurable modules that hold no other configurable module (a model that configures its own
+    padding for the window is a container, not a layer).
+    """
+    blocks = [m for m in model.modules() if isinstance(m, ConfigurableAttention)]
+    return [
+        b
+        for b in blocks
+        if isinstance(b, nn.Module)
+        and not any(c is not b and isinstance(c, ConfigurableAttention) for c in b.modules())
+    ]

@@ -58,7 +58,7 @@ class LayerPlan:
                 raise ValueError(f"LayerPlan.from_json: layer {i} kind must be one of {sorted(_KINDS)}, got {item!r}")
             try:
                 specs.append(kind(**fields))
-            except TypeError as e:
+            except (TypeError, ValueError) as e:
                 raise ValueError(f"LayerPlan.from_json: layer {i}: {e}") from None
         return cls(tuple(specs))
 
