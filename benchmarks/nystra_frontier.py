@@ -14,6 +14,8 @@ stripes and shifts k times the trained (24, 6)/(6, 24), an untrained geometry; b
 Each row: Y-PSNR/SSIM (border = scale, 8-bit outputs, MATLAB-bicubic LR, as third_party.py) and seconds per
 image (mean forward wall time, 1 thread by default, all settings of a model timed in the same process). Rows are
 printed as they finish; the table is appended to benchmarks/results/third_party.md unless --no-write.
+With --timing R, quality is not measured: each setting's forward on the dataset's first image is timed R times,
+settings interleaved round-robin (so a load change on a shared machine hits all of them), and the minimum is kept.
 Only measure on Set5/Set14 here: settings are chosen on training crops (nystra_layers.py), never from this table.
 """
 
@@ -115,6 +117,21 @@ def evaluate(arch: tp.Arch, ds: str, setting: str, limit: int) -> Row:
     return arch.name, f"{ds} x{arch.scale}", setting, float(p), float(q), secs / max(count, 1)
 
 
+def timing(arch: tp.Arch, ds: str, settings: Sequence[str], reps: int) -> list[Row]:
+    """Min forward time per setting on the dataset's first image, settings interleaved (NaN quality columns)."""
+    name, lr, _ = next(tp.sr_cases(ds, arch.scale, 1))
+    best = dict.fromkeys(settings, float("inf"))
+    for _ in range(reps):
+        for setting in settings:
+            configure(arch, setting)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                arch.run(lr.unsqueeze(0))
+            best[setting] = min(best[setting], time.perf_counter() - t0)
+    data = f"{ds}/{name} x{arch.scale} ({lr.shape[-1]}x{lr.shape[-2]})"
+    return [(arch.name, data, s, float("nan"), float("nan"), best[s]) for s in settings]
+
+
 def table(rows: Sequence[Row]) -> list[str]:
     """Markdown rows with the drop and the time ratio against the first exact setting of the same prefix."""
     base: dict[tuple[str, str, str], Row] = {}
@@ -130,6 +147,8 @@ def table(rows: Sequence[Row]) -> list[str]:
         b = base.get((r[0], r[1], r[2].rpartition(":")[0]))
         drop = f"{b[3] - r[3]:.2f}" if b else "-"
         ratio = f"{r[5] / b[5]:.2f}x" if b else "-"
+        if r[3] != r[3]:  # timing row: no quality measured
+            drop = "-"
         out.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]:.2f} | {r[4]:.4f} | {drop} | {r[5]:.2f} | {ratio} |")
     return out
 
@@ -144,6 +163,7 @@ def main() -> int:
     ap.add_argument("--ngswin", default="exact,m16i6", help="NGswin settings, comma-separated")
     ap.add_argument("--eswt", default="exact,m16i6", help="ESWT settings, comma-separated")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--timing", type=int, default=0, help="R > 0: interleaved timing only, min of R forwards")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     if not args.ngswin_src and not args.eswt_src:
@@ -157,6 +177,11 @@ def main() -> int:
     rows: list[Row] = []
     for arch, settings in jobs:
         for ds in args.datasets.split(","):
+            if args.timing:
+                rows += timing(arch, ds, settings, args.timing)
+                for r in rows[-len(settings) :]:
+                    print(f"{r[0]:14s} {r[1]:10s} {r[2]:28s} {r[5]:.2f} s (min of {args.timing})", flush=True)
+                continue
             for setting in settings:
                 configure(arch, setting)
                 rows.append(evaluate(arch, ds, setting, args.limit))

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/nystra_layers.py --ngswin-src /work/upstream/NGramSwin \
         --eswt-src /work/upstream/FriedRiceLab [--crops 4] [--specs m16i6,m16i2,m32i6] [--plan m16i6 --budget 0.3]
 
-Calibration data: --crops centre crops (HR 192x192) of training images (../shared/data/train/Urban100, img_001 on;
+Calibration data: --crops centre crops (HR --side, default 192) of training images (../shared/data/train/Urban100, img_001 on;
 never evaluation data), degraded as the evaluation LR files are (MATLAB bicubic, 8-bit rounding after each pass).
 
 Step 1, diagnostics per attention layer (one forward with exact attention, every call of the layer recorded; ESWT
@@ -210,7 +210,7 @@ def study(arch: tp.Arch, crops: list[tuple[torch.Tensor, torch.Tensor]], args: a
         plan = plan_under_budget(layer_drops, args.budget, spec, joint=lambda p: exact_db - plan_psnr(arch, p, crops))
         joint = exact_db - plan_psnr(arch, plan, crops)
         PLANS.mkdir(parents=True, exist_ok=True)
-        slug = arch.name.split()[0].lower()
+        slug = arch.name.split()[0].lower() + (f"_w{args.eswt_wide}" if arch.wide and args.eswt_wide > 1 else "")
         path = PLANS / f"{slug}_{args.plan}_{args.budget:g}dB.json"
         path.write_text(json.dumps(plan.to_json(), indent=1) + "\n")
         lines += [
@@ -229,9 +229,11 @@ def main() -> int:
     ap.add_argument("--eswt-src", type=Path)
     ap.add_argument("--weights", type=Path, default=tp.WEIGHTS)
     ap.add_argument("--crops", type=int, default=4)
+    ap.add_argument("--side", type=int, default=192, help="HR crop side (ESWT's wide stripes need LR >= a stripe)")
     ap.add_argument("--specs", default="m16i6,m16i2,m32i6", help="PnP-Nystra settings; the first one diagnoses")
     ap.add_argument("--plan", default="", help="spec (one of --specs) for a per-layer plan")
     ap.add_argument("--budget", type=float, default=0.3, help="plan's quality budget, dB on the crops")
+    ap.add_argument("--eswt-wide", type=int, default=1, help="ESWT stripes this many times the trained ones")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -253,7 +255,10 @@ def main() -> int:
     for src, build in builders:
         if src:
             arch = build(src, args.weights)
-            lines += study(arch, calibration_crops(arch.scale, args.crops), args)
+            if arch.wide and args.eswt_wide > 1:
+                tp.eswt_windows(arch.model, arch.attn_cls, args.eswt_wide)
+                arch.name += f" (stripes x{args.eswt_wide})"
+            lines += study(arch, calibration_crops(arch.scale, args.crops, args.side), args)
     if not args.no_write:
         with tp.RESULTS.open("a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
