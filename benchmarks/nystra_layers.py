@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/nystra_layers.py --ngswin-src /work/upstream/NGramSwin \
         --eswt-src /work/upstream/FriedRiceLab [--crops 4] [--specs m16i6,m16i2,m32i6] [--plan m16i6 --budget 0.3]
 
-Calibration data: --crops centre crops (HR --side, default 192) of training images (../shared/data/train/Urban100, img_001 on;
-never evaluation data), degraded as the evaluation LR files are (MATLAB bicubic, 8-bit rounding after each pass).
+Calibration data: --crops centre crops (HR --side, default 192) of training images (../shared/data/train/Urban100,
+img_001 on; never evaluation data), degraded as the evaluation LR files are (MATLAB bicubic, 8-bit rounding after
+each pass).
 
 Step 1, diagnostics per attention layer (one forward with exact attention, every call of the layer recorded; ESWT
 makes two calls per layer, one per stripe orientation): largest logit, mean self-attention weight (diagonal of the
