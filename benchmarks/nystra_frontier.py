@@ -15,7 +15,9 @@ Each row: Y-PSNR/SSIM (border = scale, 8-bit outputs, MATLAB-bicubic LR, as thir
 image (mean forward wall time, 1 thread by default, all settings of a model timed in the same process). Rows are
 printed as they finish; the table is appended to benchmarks/results/third_party.md unless --no-write.
 With --timing R, quality is not measured: each setting's forward on the dataset's first image is timed R times,
-settings interleaved round-robin (so a load change on a shared machine hits all of them), and the minimum is kept.
+settings interleaved round-robin, and the minimum is kept. The time is the process's CPU time (time.process_time),
+not wall time: with one thread it is the forward's compute, and on a shared, oversubscribed machine it does not count
+the time the scheduler gave to other processes (wall times moved 3x between identical settings at a load of 10).
 Only measure on Set5/Set14 here: settings are chosen on training crops (nystra_layers.py), never from this table.
 """
 
@@ -118,16 +120,16 @@ def evaluate(arch: tp.Arch, ds: str, setting: str, limit: int) -> Row:
 
 
 def timing(arch: tp.Arch, ds: str, settings: Sequence[str], reps: int) -> list[Row]:
-    """Min forward time per setting on the dataset's first image, settings interleaved (NaN quality columns)."""
+    """Min forward CPU time per setting on the dataset's first image, settings interleaved (NaN quality columns)."""
     name, lr, _ = next(tp.sr_cases(ds, arch.scale, 1))
     best = dict.fromkeys(settings, float("inf"))
     for _ in range(reps):
         for setting in settings:
             configure(arch, setting)
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             with torch.no_grad():
                 arch.run(lr.unsqueeze(0))
-            best[setting] = min(best[setting], time.perf_counter() - t0)
+            best[setting] = min(best[setting], time.process_time() - t0)
     data = f"{ds}/{name} x{arch.scale} ({lr.shape[-1]}x{lr.shape[-2]})"
     return [(arch.name, data, s, float("nan"), float("nan"), best[s]) for s in settings]
 
@@ -180,7 +182,7 @@ def main() -> int:
             if args.timing:
                 rows += timing(arch, ds, settings, args.timing)
                 for r in rows[-len(settings) :]:
-                    print(f"{r[0]:14s} {r[1]:10s} {r[2]:28s} {r[5]:.2f} s (min of {args.timing})", flush=True)
+                    print(f"{r[0]:14s} {r[1]:10s} {r[2]:28s} {r[5]:.2f} s CPU (min of {args.timing})", flush=True)
                 continue
             for setting in settings:
                 configure(arch, setting)
