@@ -9,6 +9,7 @@ All metadata lives in pyproject.toml. This file only adds a build step that puts
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -48,6 +49,20 @@ class BuildPyWithShim(build_py):
             out, source=HERE / "csrc" / "nystra_shim.c", manifest=HERE / "plugin_manifest" / "nystra.json"
         )
         self._shim_outputs = [str(out / f"{shim.LIBRARY_NAME}.so"), str(out / "manifest.vs")]
+        self._shim_outputs += self._bundle_models()
+
+    def _bundle_models(self) -> list[str]:
+        """The bundled default models (models/: index, checkpoints, cards) inside the package, where
+        vsnystra.zoo.models_dir() looks first, so a pip-installed vsnystra has its defaults."""
+        src = HERE / "models"
+        dst = Path(self.build_lib) / "vsnystra" / "models"
+        dst.mkdir(parents=True, exist_ok=True)
+        outputs = []
+        for f in sorted(src.iterdir()) if src.is_dir() else []:
+            if f.suffix in (".json", ".pth", ".md") and f.is_file():
+                shutil.copyfile(f, dst / f.name)
+                outputs.append(str(dst / f.name))
+        return outputs
 
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
         return [*super().get_outputs(include_bytecode), *getattr(self, "_shim_outputs", [])]

@@ -87,16 +87,18 @@ def run_direct(clip: Path, model_path: Path, extra: dict[str, float], threads: i
     import numpy as np
     import torch
 
-    from vsnystra.cli.model import attention_spec, detect_arch
-    from vsnystra.runtime.cache import AttentionSetting, default_cache
+    from vsnystra.archs.base import AttentionConfig
+    from vsnystra.archs.registry import detect_file
+    from vsnystra.runtime.cache import default_cache
     from vsnystra.runtime.image import restore_image
+    from vsnystra.runtime.settings import attention_spec
     from vsnystra.runtime.video import restore_video
 
     torch.set_num_threads(threads)
     with av.open(str(clip)) as c:
         arrs = [f.to_ndarray(format="rgb48le") for f in c.decode(video=0)]
     frames = torch.from_numpy(np.stack(arrs).astype(np.float32) / 65535.0).permute(0, 3, 1, 2).contiguous()
-    setting = AttentionSetting(spec=attention_spec(attention, None, None, detect_arch(model_path)))
+    setting = AttentionConfig(spec=attention_spec(attention, None, None, detect_file(model_path)))
     model = default_cache().get(model_path, device=torch.device("cpu"), attention=setting)
     t0 = time.perf_counter()
     with torch.inference_mode():

@@ -7,7 +7,7 @@
 
 Settings (random weights, the architecture decides the cost):
   a  Naive at the trained window, masks rebuilt and bias gathered on every block call as upstream does at
-     non-training sizes, and plain aten linear/GELU/conv instead of the fused oneDNN ones (vsnystra.archs.fused.
+     non-training sizes, and plain aten linear/GELU/conv instead of the fused oneDNN ones (vsnystra.archs.layers.
      plain_ops): the stock upstream model emulated in our code. Our gathers and channels-last views stay, so this
      still understates the stock cost; benchmarks/upstream.py times the upstream modules themselves
   b  Exact (fused SDPA) at the trained window
@@ -42,21 +42,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vsnystra.archs.common import RelativeBiasCache  # noqa: E402
-from vsnystra.archs.fused import plain_ops  # noqa: E402
+from vsnystra.archs.layers import plain_ops  # noqa: E402
 from vsnystra.archs.patch import patch_attention  # noqa: E402
+from vsnystra.archs.registry import architecture  # noqa: E402
 from vsnystra.archs.swinir import SwinIR  # noqa: E402
 from vsnystra.archs.uformer import Uformer  # noqa: E402
-from vsnystra.attention.defaults import paper_setting  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive  # noqa: E402
-from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
+from vsnystra.runtime.settings import attention_spec  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 BABY = SHARED / "data" / "images" / "Set5" / "HR" / "baby.png"
 PARITY = SHARED / "fixtures" / "parity"
 RESULTS = ROOT / "benchmarks" / "results" / "models.md"
 
-PAPER = {arch: paper_setting(arch) for arch in ("swinir", "uformer")}
+PAPER = {arch: architecture(arch).paper_setting() for arch in ("swinir", "uformer")}
 
 
 def build(arch: str) -> torch.nn.Module:

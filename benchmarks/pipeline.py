@@ -28,14 +28,13 @@ import numpy as np
 import torch
 import vapoursynth as vs
 
-import vsnystra.runtime.image as runtime_image
-import vsnystra.runtime.video as runtime_video
-from vsnystra.runtime.cache import AttentionSetting, default_cache
+import vsnystra.vs.filters as filters
+from vsnystra.archs.base import AttentionConfig
+from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.device import run_on_device
 from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.memory import prefer_huge_pages
 from vsnystra.runtime.video import restore_video
-from vsnystra.vs import filters
 from vsnystra.vs.frames import tensor_to_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +81,7 @@ class InsideTimer:
 
     def __init__(self) -> None:
         self.total = 0.0
-        self._saved = (runtime_image.restore_image, runtime_video.restore_chunk)
+        self._saved = (filters.restore_image, filters.restore_chunk)
 
     def _wrap(self, fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
         def timed_call(*args: object, **kwargs: object) -> torch.Tensor:
@@ -95,12 +94,12 @@ class InsideTimer:
         return timed_call
 
     def __enter__(self) -> InsideTimer:
-        runtime_image.restore_image = self._wrap(self._saved[0])  # type: ignore[assignment]
-        runtime_video.restore_chunk = self._wrap(self._saved[1])  # type: ignore[assignment]
+        filters.restore_image = self._wrap(self._saved[0])  # type: ignore[assignment]
+        filters.restore_chunk = self._wrap(self._saved[1])  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        runtime_image.restore_image, runtime_video.restore_chunk = self._saved
+        filters.restore_image, filters.restore_chunk = self._saved
 
 
 def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
@@ -109,7 +108,7 @@ def bench(name: str, n_frames: int, repeats: int) -> dict[str, object]:
     frames = make_frames(n_frames, w, h)
     clip = clip_of(frames)
     kw = {"model": str(path), "attention": "exact", "device": "cpu", **extra}
-    model = default_cache().get(path, device=torch.device("cpu"), attention=AttentionSetting())
+    model = default_cache().get(path, device=torch.device("cpu"), attention=AttentionConfig())
 
     def direct_body() -> None:
         with torch.no_grad():
@@ -172,7 +171,7 @@ def vspipe_rows(n_frames: int, repeats: int) -> list[str]:
     ckpt = PARITY / "swinir_classical_x2.pth"
     clip = avsource.synthetic(w, h, n_frames)
     frames = [torch.from_numpy(np.stack([np.asarray(clip.get_frame(i)[p]) for p in range(3)])) for i in range(n_frames)]
-    model = default_cache().get(ckpt, device=torch.device("cpu"), attention=AttentionSetting())
+    model = default_cache().get(ckpt, device=torch.device("cpu"), attention=AttentionConfig())
     vspipe = Path(sys.executable).parent / "vspipe"
     cmd = [
         str(vspipe),

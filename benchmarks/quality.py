@@ -38,12 +38,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vsnystra.archs.patch import patch_attention  # noqa: E402
-from vsnystra.archs.registry import load_model  # noqa: E402
-from vsnystra.attention.defaults import paper_setting  # noqa: E402
+from vsnystra.archs.registry import architecture, load_model  # noqa: E402
 from vsnystra.attention.specs import Exact, PnPNystra  # noqa: E402
-from vsnystra.cli.model import attention_spec  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
+from vsnystra.runtime.settings import attention_spec  # noqa: E402
 from vsnystra.runtime.video import restore_video  # noqa: E402
 from vsnystra.training.degrade import imresize  # noqa: E402
 from vsnystra.training.metrics import psnr, ssim  # noqa: E402
@@ -55,7 +54,7 @@ DEFAULTS = {
     "uformer": "uformer-denoise-small.pth",
     "rvrt": "rvrt-denoise-small.pth",
 }
-PAPER = {arch: paper_setting(arch) for arch in DEFAULTS}
+PAPER = {arch: architecture(arch).paper_setting() for arch in DEFAULTS}
 
 
 def read(path: Path) -> torch.Tensor:

@@ -52,15 +52,15 @@ sys.path.insert(0, _CODE_ROOT)
 
 import vsnystra.archs.rvrt_blocks as blocks  # noqa: E402
 from vsnystra.archs.patch import patch_attention  # noqa: E402
+from vsnystra.archs.registry import architecture  # noqa: E402
 from vsnystra.archs.rvrt import RVRT, build  # noqa: E402
 from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack  # noqa: E402
 from vsnystra.archs.spynet import SpyNet  # noqa: E402
-from vsnystra.attention.defaults import paper_setting  # noqa: E402
 from vsnystra.attention.specs import Exact, Naive  # noqa: E402
 from vsnystra.runtime.memory import prefer_huge_pages  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "rvrt.md"
-PNP = paper_setting("rvrt")[1]
+PNP = architecture("rvrt").paper_setting()[1]
 SETTINGS: dict[str, tuple[str, Any, dict[str, Any]]] = {
     "a": ("Naive, trained [2,8,8] (stock)", Naive(), {}),
     "b": ("Exact, trained [2,8,8]", Exact(), {}),

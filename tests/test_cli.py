@@ -192,7 +192,7 @@ class FakeModel:
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeModel:
     m = FakeModel()
 
-    def load(settings: cli_model.ModelSettings) -> cli_model.LoadedModel:
+    def load(settings: cli_model.Options) -> cli_model.LoadedModel:
         return cli_model.LoadedModel(torch.nn.Identity(), "fake", 1, torch.device("cpu"), torch.float32, m)
 
     monkeypatch.setattr(cli_model, "load", load)
@@ -423,23 +423,25 @@ def test_prefetch_order_errors_and_close() -> None:
 
 @pytest.mark.skipif(not RVRT_DN.is_file(), reason="shared fixtures missing")
 def test_attention_defaults_follow_the_architecture() -> None:
+    from vsnystra.archs.registry import architecture, detect_file
     from vsnystra.attention.specs import Exact, PnPNystra
+    from vsnystra.runtime.settings import attention_spec
 
-    assert cli_model.detect_arch(RVRT_DN) == "rvrt"
-    assert cli_model.detect_arch(SWINIR_X2) == "swinir"
-    auto = cli_model.attention_spec("auto", None, None, "swinir")
+    assert detect_file(RVRT_DN) is architecture("rvrt")
+    assert detect_file(SWINIR_X2) is architecture("swinir")
+    auto = attention_spec("auto", None, None, "swinir")
     assert auto == PnPNystra(landmarks=16, iters=6, threshold=None, pinv_init="matrix", policy="auto")
-    enlarged = cli_model.attention_spec("auto", None, None, "swinir", enlarged_window=True)
+    enlarged = attention_spec("auto", None, None, "swinir", enlarged_window=True)
     assert enlarged == PnPNystra(landmarks=16, iters=2, threshold=5.0, pinv_init="matrix", policy="auto")
-    forced = cli_model.attention_spec("nystra", 8, None, "rvrt", enlarged_window=True)
+    forced = attention_spec("nystra", 8, None, "rvrt", enlarged_window=True)
     assert forced == PnPNystra(landmarks=8, iters=6, threshold=0.0, pinv_init="matrix", policy="always")
-    uformer = cli_model.attention_spec("nystra", None, None, "uformer")
+    uformer = attention_spec("nystra", None, None, "uformer")
     assert uformer == PnPNystra(landmarks=32, iters=8, threshold=None, pinv_init="matrix", policy="always")
-    assert cli_model.attention_spec("exact", None, None, "rvrt") == Exact()
+    assert attention_spec("exact", None, None, "rvrt") == Exact()
     with pytest.raises(ValueError, match="only apply"):
-        cli_model.attention_spec("exact", 8, None, "rvrt")
+        attention_spec("exact", 8, None, "rvrt")
     with pytest.raises(ValueError, match="must be one of"):
-        cli_model.attention_spec("fast", None, None, None)
+        attention_spec("fast", None, None, None)
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,10 @@ import torch
 import vapoursynth as vs
 from torch import nn
 
+from vsnystra.archs.base import AttentionConfig
 from vsnystra.attention.specs import Exact, PnPNystra
 from vsnystra.runtime import device as D
-from vsnystra.runtime.cache import AttentionSetting, ModelCache
+from vsnystra.runtime.cache import ModelCache
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 SWINIR = SHARED / "fixtures" / "parity" / "swinir_classical_x2.pth"
@@ -118,7 +119,7 @@ def test_model_cache_loads_once_per_key_under_contention(tmp_path: Path) -> None
     half = cache.get(ckpt, device=cpu, dtype=torch.float16)
     assert half is not results[0] and half.conv.weight.dtype == torch.float16
     assert len(loads) == 2
-    cache.get(ckpt, device=cpu, attention=AttentionSetting(spec=Exact()))  # same as the default key
+    cache.get(ckpt, device=cpu, attention=AttentionConfig(spec=Exact()))  # same as the default key
     assert len(loads) == 2
     ckpt.write_bytes(b"xy")  # a rewritten file is a new key
     cache.get(ckpt, device=cpu)
@@ -132,7 +133,7 @@ def test_model_cache_patches_attention() -> None:
     cache = ModelCache()
     cpu = torch.device("cpu")
     stock = cache.get(SWINIR, device=cpu)
-    setting = AttentionSetting(spec=PnPNystra(landmarks=16, iters=2), window=16)
+    setting = AttentionConfig(spec=PnPNystra(landmarks=16, iters=2), window=16)
     patched = cache.get(SWINIR, device=cpu, attention=setting)
     assert patched is not stock and cache.loads == 2
     x = torch.rand(1, 3, 32, 32)

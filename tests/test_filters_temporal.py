@@ -15,7 +15,7 @@ import torch
 import vapoursynth as vs
 
 from vsnystra.runtime.video import chunk_plan
-from vsnystra.vs.filters import _wire
+from vsnystra.vs.filters import modify_frames
 from vsnystra.vs.frames import frames_to_tensor, tensor_to_frame
 from vsnystra.vs.temporal import ChunkCache, SceneCuts, TemporalRestorer
 
@@ -69,7 +69,7 @@ def build(clip: vs.VideoNode, *, chunk: int = 6, overlap: int = 2, capacity: int
         return tensor_to_frame(restorer.frame(n), template, props=dict(src.props))
 
     out = clip.std.BlankClip(keep=True)
-    return _wire(clip, out, make), restorer, runner
+    return modify_frames(clip, out, make), restorer, runner
 
 
 def read_all(node: vs.VideoNode, order: list[int] | None = None) -> dict[int, np.ndarray]:

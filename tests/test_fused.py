@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.archs import fused
+from vsnystra.archs import layers as fused
 
 
 def _dtypes() -> list[torch.dtype]:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from vsnystra import Exact, PnPNystra, load_model, patch_attention, restore_image
-from vsnystra.runtime.image import _swinir, size_requirements, swinir_pad
+from vsnystra.runtime.image import mirror_past_pad, padded_forward, size_requirements
 from vsnystra.runtime.tiling import run_tiled, tile_starts
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -59,9 +59,9 @@ def test_ramp_blend_beats_flat_average(swinir_x2: torch.nn.Module) -> None:
     """On the raw fixture model the cross-fade is far closer to the untiled output than upstream's flat mean."""
     x = _baby_crop(100, 120, 96, 112)[None]
     with torch.no_grad():
-        full = _swinir(swinir_x2, x)
-        ramp = run_tiled(lambda t: _swinir(swinir_x2, t), x, (48, 48), 32, 2, blend="ramp")
-        flat = run_tiled(lambda t: _swinir(swinir_x2, t), x, (48, 48), 32, 2, blend="flat")
+        full = padded_forward(swinir_x2, x)
+        ramp = run_tiled(lambda t: padded_forward(swinir_x2, t), x, (48, 48), 32, 2, blend="ramp")
+        flat = run_tiled(lambda t: padded_forward(swinir_x2, t), x, (48, 48), 32, 2, blend="flat")
     assert (full - ramp).abs().max() < 0.25 * (full - flat).abs().max()
 
 
@@ -94,7 +94,7 @@ def test_rectangular_tile_is_width_height(swinir_x2: torch.nn.Module) -> None:
 
 def test_swinir_pad_always_adds_and_mirrors_the_edge_row() -> None:
     x = torch.arange(27 * 32, dtype=torch.float32).view(1, 1, 27, 32)
-    y = swinir_pad(x, 8)
+    y = mirror_past_pad(x, 8)
     assert y.shape[-2:] == (32, 40)  # 27 -> 32; 32 (already a multiple) -> 40
     torch.testing.assert_close(y[..., 27:32, :32], x.flip(-2)[..., :5, :])  # edge row repeated first
     torch.testing.assert_close(y[..., :27, 32:40], x.flip(-1)[..., :8])
@@ -102,7 +102,7 @@ def test_swinir_pad_always_adds_and_mirrors_the_edge_row() -> None:
 
 def test_swinir_pad_tiny_input_keeps_mirroring() -> None:
     x = torch.tensor([[1.0, 2.0, 3.0]]).view(1, 1, 1, 3)
-    y = swinir_pad(x, 8)
+    y = mirror_past_pad(x, 8)
     assert y.shape[-2:] == (8, 8)
     assert y[0, 0, 0].tolist() == [1, 2, 3, 3, 2, 1, 1, 2]
 

@@ -310,6 +310,8 @@ def test_wheel_carries_the_plugin(tmp_path: Path) -> None:
         names = set(zf.namelist())
         assert {"vapoursynth/plugins/nystra/libnystra.so", "vapoursynth/plugins/nystra/manifest.vs"} <= names
         assert "vsnystra/vs/bridge.py" in names
+        bundled = {f"vsnystra/models/{p.name}" for p in (REPO_ROOT / "models").iterdir() if p.suffix != ".tmp"}
+        assert "vsnystra/models/zoo.json" in bundled and bundled <= names  # pip users get the defaults
         assert not any(n.startswith("vapoursynth/") and "nystra" not in n for n in names), "touches vapoursynth"
 
 

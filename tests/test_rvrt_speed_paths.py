@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs import rvrt_gda
+from vsnystra.archs.layers import FrameConv3d
 from vsnystra.archs.rvrt import RVRT
 from vsnystra.archs.rvrt_blocks import Upsample4
-from vsnystra.archs.rvrt_gda import FrameConv3d, GuidedDeformAttnPack, deform_attn
+from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack, deform_attn
 
 
 @pytest.mark.parametrize(
@@ -104,7 +105,7 @@ def test_odd_groups_use_the_grid_path() -> None:
 
 def test_gda_module_matches_differentiable_swap_and_trains() -> None:
     """GuidedDeformAttnPack with the inference op equals the training op swapped in, and gradients reach the convs."""
-    from vsnystra.training.gda import differentiable_gda
+    from vsnystra.archs.rvrt_gda import differentiable_gda
 
     torch.manual_seed(0)
     c, h, w = 24, 6, 7
@@ -178,3 +179,21 @@ def test_token_order_is_roll_then_partition(b: int, ss: tuple[int, int, int]) ->
     back = torch.roll(window_reverse(ref, ws, b, d, h, w), shifts=ss, dims=(1, 2, 3))
     assert torch.equal(ref.reshape(-1, c).index_select(0, inverse).view_as(x), back)
     assert torch.equal(back, x)
+
+
+def test_gda_picks_its_differentiable_path_itself() -> None:
+    """Without any context, inputs that require grad take the differentiable formulation (nothing is swapped)."""
+    torch.manual_seed(1)
+    c, h, w = 24, 5, 6
+    mod = GuidedDeformAttnPack(c, clip=2, groups=12, heads=12).double()
+    feats = [torch.randn(1, 2, c, h, w, dtype=torch.float64) for _ in range(5)]
+    flows = [torch.randn(1, 2, 2, h, w, dtype=torch.float64) for _ in range(2)]
+    op = rvrt_gda.deform_attn
+    with torch.no_grad():
+        ref, _, _ = mod(feats[0], feats[1], feats[2], feats[3:], flows, False)
+    y, _, _ = mod(feats[0], feats[1], feats[2], feats[3:], flows, False)  # parameters require grad
+    assert rvrt_gda.deform_attn is op
+    torch.testing.assert_close(y.detach(), ref, rtol=0, atol=1e-10)
+    y.square().sum().backward()
+    grad = next(m for m in mod.conv_offset if isinstance(m, FrameConv3d)).weight.grad
+    assert grad is not None and grad.abs().sum() > 0

@@ -169,6 +169,7 @@ def test_denoise_batch_adds_sigma_map_for_video(tmp_path: Path) -> None:
     trainer.cfg = RunConfig(data=[tmp_path / "seq"], run_dir=tmp_path, steps=1)
     trainer.gen = torch.Generator().manual_seed(0)
     trainer.source = trainer._make_source()
+    trainer.stills = None
     noisy, clean = trainer.batch()
     assert noisy.shape == (2, 4, 4, 16, 16) and clean.shape == (2, 4, 3, 16, 16)
     sigma_map = noisy[:, :, 3]
@@ -179,8 +180,7 @@ def test_denoise_batch_adds_sigma_map_for_video(tmp_path: Path) -> None:
 
 
 def test_differentiable_gda_matches_inference_op() -> None:
-    from vsnystra.archs.rvrt_gda import deform_attn
-    from vsnystra.training.gda import deform_attn_autograd
+    from vsnystra.archs.rvrt_gda import deform_attn, deform_attn_autograd
 
     g = torch.Generator().manual_seed(0)
     b, clip, cq, h, w, heads, groups = 2, 2, 24, 9, 11, 12, 12

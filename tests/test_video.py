@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from vsnystra.archs.base import ModelInfo, RestorationModel, SizeRule
 from vsnystra.archs.rvrt_gda import deform_attn
 from vsnystra.runtime.video import _normalise_tile, blend, chunk_plan, chunks_covering, restore_chunk, restore_video
 
@@ -20,22 +20,32 @@ VID4 = SHARED / "data" / "video" / "Vid4" / "city"
 
 
 # -- chunk plan and blending, on a cheap temporally non-local stand-in -------------------------------------
-@dataclass(frozen=True)
-class _Info:
-    arch: str = "rvrt"
-    scale: int = 2
-    needs_sigma: bool = True
-    multiple_of: int = 8
+_RULE = SizeRule(multiple_of=8, padding="mirror_to")
+_INFO = ModelInfo(
+    arch="rvrt",
+    kind="video",
+    variant="stand_in",
+    task="denoise",
+    scale=2,
+    in_channels=3,
+    out_channels=3,
+    window=(2, 8, 8),
+    size_rule=_RULE,
+    needs_sigma=True,
+)
 
 
-class _StandIn(nn.Module):
+class _StandIn(RestorationModel):
     """Upscales x2 and adds the mean over the whole clip: chunking visibly changes its output."""
 
     def __init__(self) -> None:
         super().__init__()
         self.w = nn.Parameter(torch.tensor(0.5))
-        self.info = _Info()
+        self.info = _INFO
         self.calls: list[tuple[int, ...]] = []
+
+    def size_rule(self) -> SizeRule:
+        return _RULE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape))

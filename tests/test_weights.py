@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from vsnystra import weights
+from vsnystra import zoo
 
 PAYLOAD = bytes((i * 7 + 3) % 251 for i in range(300_000))
 
@@ -76,8 +76,8 @@ def server() -> Iterator[tuple[str, ServerState]]:
         httpd.server_close()
 
 
-def _entry(base: str, **kw: object) -> weights.OfficialWeights:
-    w = weights.OfficialWeights("test-model", "rvrt", "denoise", "model.pth", base, "MIT", 0.3)
+def _entry(base: str, **kw: object) -> zoo.OfficialWeights:
+    w = zoo.OfficialWeights("test-model", "rvrt", "denoise", "model.pth", base, "MIT", 0.3)
     return replace(w, **kw)  # type: ignore[arg-type]
 
 
@@ -85,7 +85,7 @@ def test_full_download(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     seen: list[tuple[int, int | None]] = []
     sha = hashlib.sha256(PAYLOAD).hexdigest()
-    out = weights.download(
+    out = zoo.download(
         _entry(base, sha256=sha, size=len(PAYLOAD)), dest_dir=tmp_path, progress=lambda d, t: seen.append((d, t))
     )
     assert out == tmp_path / "model.pth"
@@ -94,19 +94,19 @@ def test_full_download(server: tuple[str, ServerState], tmp_path: Path) -> None:
     assert seen[-1] == (len(PAYLOAD), len(PAYLOAD))
     assert state.ranges == [None]
     # already there: verified, not fetched again
-    weights.download(_entry(base, sha256=sha), dest_dir=tmp_path)
+    zoo.download(_entry(base, sha256=sha), dest_dir=tmp_path)
     assert state.ranges == [None]
 
 
 def test_truncated_then_resume(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     state.cut_after = 100_000
-    with pytest.raises(weights.DownloadError, match="resume"):
-        weights.download(_entry(base), dest_dir=tmp_path, retries=0)
+    with pytest.raises(zoo.DownloadError, match="resume"):
+        zoo.download(_entry(base), dest_dir=tmp_path, retries=0)
     part = tmp_path / "model.pth.part"
     assert part.stat().st_size == 100_000
     assert not (tmp_path / "model.pth").exists()
-    out = weights.download(_entry(base, sha256=hashlib.sha256(PAYLOAD).hexdigest()), dest_dir=tmp_path)
+    out = zoo.download(_entry(base, sha256=hashlib.sha256(PAYLOAD).hexdigest()), dest_dir=tmp_path)
     assert out.read_bytes() == PAYLOAD
     assert state.ranges == [None, "bytes=100000-"]
 
@@ -114,7 +114,7 @@ def test_truncated_then_resume(server: tuple[str, ServerState], tmp_path: Path) 
 def test_retry_resumes_within_one_call(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     state.cut_after = 50_000
-    out = weights.download(_entry(base.replace("/rel", "/moved")), dest_dir=tmp_path, retries=2, backoff=0)
+    out = zoo.download(_entry(base.replace("/rel", "/moved")), dest_dir=tmp_path, retries=2, backoff=0)
     assert out.read_bytes() == PAYLOAD
     assert state.ranges == [None, "bytes=50000-"]  # the Range header survives the redirect
 
@@ -122,7 +122,7 @@ def test_retry_resumes_within_one_call(server: tuple[str, ServerState], tmp_path
 def test_oversized_part_restarts(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     (tmp_path / "model.pth.part").write_bytes(PAYLOAD + b"junk")
-    out = weights.download(_entry(base), dest_dir=tmp_path)
+    out = zoo.download(_entry(base), dest_dir=tmp_path)
     assert out.read_bytes() == PAYLOAD
     assert state.ranges == [f"bytes={len(PAYLOAD) + 4}-", None]
 
@@ -130,67 +130,67 @@ def test_oversized_part_restarts(server: tuple[str, ServerState], tmp_path: Path
 def test_complete_part_is_finished_without_transfer(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     (tmp_path / "model.pth.part").write_bytes(PAYLOAD)
-    out = weights.download(_entry(base, size=len(PAYLOAD)), dest_dir=tmp_path)
+    out = zoo.download(_entry(base, size=len(PAYLOAD)), dest_dir=tmp_path)
     assert out.read_bytes() == PAYLOAD
     assert state.ranges == [f"bytes={len(PAYLOAD)}-"]
 
 
 def test_checksum_mismatch_not_kept(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, _ = server
-    with pytest.raises(weights.ChecksumError, match="sha256"):
-        weights.download(_entry(base, sha256="0" * 64), dest_dir=tmp_path)
+    with pytest.raises(zoo.ChecksumError, match="sha256"):
+        zoo.download(_entry(base, sha256="0" * 64), dest_dir=tmp_path)
     assert not (tmp_path / "model.pth").exists()
     assert not (tmp_path / "model.pth.part").exists()
-    with pytest.raises(weights.ChecksumError, match="size"):
-        weights.download(_entry(base, size=len(PAYLOAD) + 1), dest_dir=tmp_path)
+    with pytest.raises(zoo.ChecksumError, match="size"):
+        zoo.download(_entry(base, size=len(PAYLOAD) + 1), dest_dir=tmp_path)
     assert not (tmp_path / "model.pth").exists()
 
 
 def test_http_404_is_reported(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, _ = server
-    with pytest.raises(weights.DownloadError, match="404"):
-        weights.download(_entry(base, file="missing.pth"), dest_dir=tmp_path)
+    with pytest.raises(zoo.DownloadError, match="404"):
+        zoo.download(_entry(base, file="missing.pth"), dest_dir=tmp_path)
 
 
 def test_catalogue_urls_and_env_override(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    w = weights.OFFICIAL["rvrt-denoise-davis"]
+    w = zoo.OFFICIAL["rvrt-denoise-davis"]
     assert (
         w.url
         == "https://github.com/JingyunLiang/RVRT/releases/download/v0.0/006_RVRT_videodenoising_DAVIS_16frames.pth"
     )
-    s = weights.OFFICIAL["swinir-classical-x2"]
+    s = zoo.OFFICIAL["swinir-classical-x2"]
     assert (
         s.url
         == "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/001_classicalSR_DF2K_s64w8_SwinIR-M_x2.pth"
     )
-    assert weights.OFFICIAL["uformer-b-sidd"].url is None
-    monkeypatch.setenv(weights.BASE_URL_ENV, "http://127.0.0.1:9/x/")
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
+    assert zoo.OFFICIAL["uformer-b-sidd"].url is None
+    monkeypatch.setenv(zoo.BASE_URL_ENV, "http://127.0.0.1:9/x/")
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path))
     assert w.url == "http://127.0.0.1:9/x/006_RVRT_videodenoising_DAVIS_16frames.pth"
-    assert weights.cached_path("rvrt-denoise-davis") == tmp_path / w.file
-    with pytest.raises(weights.DownloadError, match="weights import"):
-        weights.download("uformer-b-sidd")
+    assert zoo.cached_path("rvrt-denoise-davis") == tmp_path / w.file
+    with pytest.raises(zoo.DownloadError, match="weights import"):
+        zoo.download("uformer-b-sidd")
 
 
 def test_download_by_name_via_env(
     server: tuple[str, ServerState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     base, _ = server
-    monkeypatch.setenv(weights.BASE_URL_ENV, base)
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
-    monkeypatch.setitem(weights.OFFICIAL, "test-model", _entry("https://unused.invalid"))
-    assert weights.download("test-model").read_bytes() == PAYLOAD
+    monkeypatch.setenv(zoo.BASE_URL_ENV, base)
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setitem(zoo.OFFICIAL, "test-model", _entry("https://unused.invalid"))
+    assert zoo.download("test-model").read_bytes() == PAYLOAD
 
 
 def test_import_file(tmp_path: Path) -> None:
     src = tmp_path / "Uformer_B.pth"
     src.write_bytes(b"abc")
     dest = tmp_path / "cache"
-    out = weights.import_file("uformer-b-sidd", src, dest_dir=dest)
+    out = zoo.import_file("uformer-b-sidd", src, dest_dir=dest)
     assert out == dest / "Uformer_B_SIDD.pth" and out.read_bytes() == b"abc"
-    w = replace(weights.OFFICIAL["uformer-b-gopro"], sha256="1" * 64)
-    with pytest.raises(weights.ChecksumError):
-        weights.import_file(w, src, dest_dir=dest)
+    w = replace(zoo.OFFICIAL["uformer-b-gopro"], sha256="1" * 64)
+    with pytest.raises(zoo.ChecksumError):
+        zoo.import_file(w, src, dest_dir=dest)
     assert not (dest / "Uformer_B_GoPro.pth").exists()
 
 
@@ -201,9 +201,9 @@ def test_cli_download_then_resolve(
     from vsnystra.cli.main import main
 
     base, _ = server
-    monkeypatch.setenv(weights.BASE_URL_ENV, base)
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path))
-    monkeypatch.setitem(weights.OFFICIAL, "test-model", _entry("https://unused.invalid"))
+    monkeypatch.setenv(zoo.BASE_URL_ENV, base)
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(tmp_path))
+    monkeypatch.setitem(zoo.OFFICIAL, "test-model", _entry("https://unused.invalid"))
     with pytest.raises(zoo.ModelNotFoundError, match="vsnystra weights download test-model"):
         zoo.resolve_model("test-model")
     assert main(["weights", "download", "test-model"]) == 0
@@ -212,7 +212,7 @@ def test_cli_download_then_resolve(
     assert main(["weights", "download", "test-model", "rvrt-denoise-davis"]) == 1  # second one: 404 on loopback
     assert main(["weights", "download", "test-mod*"]) == 0  # patterns; already there: verified, not fetched
     assert main(["weights", "download", "nothing-*"]) == 1
-    assert not (tmp_path / weights.OFFICIAL["rvrt-denoise-davis"].file).exists()
+    assert not (tmp_path / zoo.OFFICIAL["rvrt-denoise-davis"].file).exists()
 
 
 def test_concurrent_download_of_one_file_is_refused(server: tuple[str, ServerState], tmp_path: Path) -> None:
@@ -221,6 +221,18 @@ def test_concurrent_download_of_one_file_is_refused(server: tuple[str, ServerSta
     base, _ = server
     with (tmp_path / "model.pth.lock").open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        with pytest.raises(weights.DownloadError, match="another process"):
-            weights.download(_entry(base), dest_dir=tmp_path)
-    assert weights.download(_entry(base), dest_dir=tmp_path).read_bytes() == PAYLOAD
+        with pytest.raises(zoo.DownloadError, match="another process"):
+            zoo.download(_entry(base), dest_dir=tmp_path)
+    assert zoo.download(_entry(base), dest_dir=tmp_path).read_bytes() == PAYLOAD
+
+
+def test_catalogue_is_package_data() -> None:
+    """official.json is read through importlib.resources and listed as package data, so wheels carry it."""
+    import fnmatch
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["vsnystra"]
+    assert any(fnmatch.fnmatch("zoo/official.json", p) for p in patterns)
+    assert {w.arch for w in zoo.OFFICIAL.values()} == {"swinir", "uformer", "rvrt"}
+    assert all(w.url or w.source for w in zoo.OFFICIAL.values())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from vsnystra import weights, zoo
+from vsnystra import zoo
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,7 +20,7 @@ def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     models.mkdir()
     cache.mkdir()
     monkeypatch.setenv(zoo.MODELS_DIR_ENV, str(models))
-    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(cache))
+    monkeypatch.setenv(zoo.WEIGHTS_DIR_ENV, str(cache))
     return models, cache
 
 

@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "ModelInfo": "vsnystra.archs.base",
     "restore_image": "vsnystra.runtime.image",
     "restore_video": "vsnystra.runtime.video",
+    "resolve_model": "vsnystra.zoo",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from vsnystra.attention import AttentionSpec, Exact, Naive, PnPNystra, attention
     from vsnystra.runtime.image import restore_image
     from vsnystra.runtime.video import restore_video
+    from vsnystra.zoo import resolve_model
 
 
 def __getattr__(name: str) -> Any:

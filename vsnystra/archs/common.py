@@ -34,15 +34,6 @@ def window_partition(x: torch.Tensor, window: int | Sequence[int]) -> torch.Tens
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, wh * ww, c)
 
 
-def window_reverse(windows: torch.Tensor, window: int | Sequence[int], h: int, w: int) -> torch.Tensor:
-    """Inverse of :func:`window_partition`: (B·nW, wh·ww, C) -> (B, H, W, C)."""
-    wh, ww = as_window(window)
-    c = windows.shape[-1]
-    b = windows.shape[0] // ((h // wh) * (w // ww))
-    x = windows.view(b, h // wh, w // ww, wh, ww, c)
-    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
-
-
 def relative_position_index(window: Sequence[int]) -> torch.Tensor:
     """Swin relative-position index (N, N) int64 for a 2-D (h, w) or 3-D (t, h, w) window."""
     sizes = [int(s) for s in window]

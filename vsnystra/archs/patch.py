@@ -31,7 +31,7 @@ def patch_attention[M: nn.Module](
     ``patch_attention(model, Exact())`` restores the unpatched computation (the flip test).
     ``window`` enlarges the attention window as the paper does; ``bias``/``mask``/``modulator`` = "drop"
     reproduce the research code, which passes neither the relative-position bias nor the shift mask.
-    A LayerPlan gives each block its own spec, in the order of ``model.modules()``.
+    A LayerPlan gives each attention layer its own spec, in the order of ``attention_layers(model)``.
     """
     if not isinstance(spec, (Exact, Naive, PnPNystra, LayerPlan)):
         raise TypeError(f"patch_attention: spec must be Exact(), Naive(), PnPNystra(...) or a LayerPlan, got {spec!r}")

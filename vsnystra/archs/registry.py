@@ -1,146 +1,71 @@
-"""load_model: read any official SwinIR / Uformer / RVRT checkpoint, detect its architecture, build and load strictly.
+"""The architectures vsnystra knows, in detection order, and load_model on top of them.
 
-Architecture modules are imported lazily and in order, so a broken or missing module does not stop the others.
+Adding an architecture: one module under archs/ ending in ``ARCHITECTURE = Architecture(...)``, and one line here.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import os
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
-import torch
-from torch import nn
+from vsnystra.archs import rvrt, swinir, uformer
+from vsnystra.archs.base import RestorationModel, StateDict
+from vsnystra.archs.descriptor import Architecture
+from vsnystra.archs.loading import canonical_state_dict, list_keys, read_checkpoint
 
 log = logging.getLogger(__name__)
 
 # Order matters where detectors could overlap (most specific first).
-ARCH_MODULES: tuple[str, ...] = ("vsnystra.archs.swinir", "vsnystra.archs.uformer", "vsnystra.archs.rvrt")
-CONTAINER_KEYS: tuple[str, ...] = ("params_ema", "params", "state_dict", "model", "net")
-_SHOW = 8
+ARCHITECTURES: tuple[Architecture, ...] = (
+    swinir.ARCHITECTURE,
+    uformer.ARCHITECTURE,
+    rvrt.ARCHITECTURE,
+)
 
 
-def _read(path: str | os.PathLike[str]) -> Any:
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"load_model: checkpoint not found: {p}; pass an existing .pth file or a state dict")
-    if p.is_dir():
-        raise IsADirectoryError(f"load_model: {p} is a directory; pass the checkpoint file (.pth) inside it")
+def architecture(name: str) -> Architecture:
+    """The architecture called ``name`` (its name or its filter's name, any case); KeyError lists the known ones."""
+    key = name.strip().lower()
+    for arch in ARCHITECTURES:
+        if key in (arch.name, arch.filter_name.lower()):
+            return arch
+    known = ", ".join(a.name for a in ARCHITECTURES)
+    raise KeyError(f"vsnystra: unknown architecture {name!r}; known: {known}")
+
+
+def detect(sd: StateDict) -> Architecture | None:
+    """The first architecture whose detector accepts this canonical state dict's keys."""
+    return next((arch for arch in ARCHITECTURES if arch.detect(sd)), None)
+
+
+def detect_file(path: str | os.PathLike[str]) -> Architecture | None:
+    """Architecture of a checkpoint file from its key names, reading no tensor data (mmap); None if unsure."""
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated zips / pickles
-        raise ValueError(
-            f"load_model: could not read checkpoint {p} ({type(err).__name__}: {err}); expected a PyTorch "
-            "checkpoint written by torch.save (the file may be truncated or corrupt: download it again)"
-        ) from err
+        return detect(canonical_state_dict(read_checkpoint(path, mmap=True)))
+    except Exception:  # old pickle format, corrupt file…: load_model reports it properly
+        log.debug("could not detect the architecture of %s", path, exc_info=True)
+    return None
 
 
-def canonical_state_dict(obj: Any) -> dict[str, torch.Tensor]:
-    """Unwrap {'params_ema'|'params'|'state_dict'|...} containers and strip DataParallel 'module.' prefixes."""
-    sd = obj
-    for _ in range(3):  # nested containers, e.g. {'state_dict': {'params': ...}} are rare but cheap to handle
-        if not isinstance(sd, Mapping):
-            break
-        key = next((k for k in CONTAINER_KEYS if isinstance(sd.get(k), Mapping)), None)
-        if key is None:
-            break
-        sd = sd[key]
-    if not isinstance(sd, Mapping):
-        raise TypeError(f"load_model: expected a state dict (mapping of names to tensors), got {type(obj).__name__}")
-    tensors = {str(k): v for k, v in sd.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        raise ValueError(
-            f"load_model: the checkpoint holds no tensors (top-level keys: {sorted(map(str, sd))[:_SHOW]}); "
-            f"expected a state dict or a container with one of {list(CONTAINER_KEYS)}"
-        )
-    if all(k.startswith("module.") for k in tensors):
-        tensors = {k[len("module.") :]: v for k, v in tensors.items()}
-    return tensors
-
-
-def _arch_modules() -> Iterator[Any]:
-    """Yield the architecture modules in order, importing each only when the previous ones did not match."""
-    for name in ARCH_MODULES:
-        try:
-            yield importlib.import_module(name)
-        except Exception as err:  # a broken module must not break the others
-            log.warning("vsnystra: architecture module %s unavailable: %s", name, err)
-
-
-def _list(keys: list[str]) -> str:
-    more = f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else ""
-    return ", ".join(keys[:_SHOW]) + more
-
-
-def _closest(hp: Mapping[str, Any], known: Mapping[str, Mapping[str, Any]]) -> str:
-    if not known:
-        return ""
-    best = max(known, key=lambda name: sum(hp.get(k) == v for k, v in known[name].items()))
-    return f"; closest released configuration: {best} ({dict(known[best])})"
-
-
-def construction_device(sd: Mapping[str, torch.Tensor]) -> contextlib.AbstractContextManager[Any]:
-    """Build on the meta device when the state dict is made of meta tensors (cheap shape-only checks)."""
-    if any(t.is_meta for t in sd.values()):
-        return torch.device("meta")
-    return contextlib.nullcontext()
-
-
-def load_into(
-    model: nn.Module,
-    sd: Mapping[str, torch.Tensor],
-    arch: str,
-    hp: Mapping[str, Any],
-    known: Mapping[str, Mapping[str, Any]] | None = None,
-) -> nn.Module:
-    """Strict load with an error that names missing/unexpected keys, mismatched shapes and the closest variant."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in sd and tuple(sd[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing key(s): {_list(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected key(s): {_list(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} mismatched shape(s): {_list(shapes)}")
-        shown = {k: v for k, v in hp.items() if k != "store_masks"}
-        raise ValueError(
-            f"load_model: {arch} checkpoint does not match the model built from its shapes {shown}: "
-            + "; ".join(parts)
-            + _closest(hp, known or {})
-            + ". The file may be truncated, from another architecture, or need an override (load_model(path, key=...))"
-        )
-    meta = any(t.is_meta for t in sd.values())
-    # copy_ upcasts fp16-stored tensors to the fp32 parameters; meta (shape-only) dicts are assigned instead
-    model.load_state_dict(sd, strict=True, assign=meta)
-    return model.eval()
-
-
-def load_model(path_or_state_dict: str | os.PathLike[str] | Mapping[str, Any], **overrides: Any) -> nn.Module:
+def load_model(
+    path_or_state_dict: str | os.PathLike[str] | Mapping[str, object], **overrides: object
+) -> RestorationModel:
     """Load an official checkpoint (path or already-loaded object) into the matching vsnystra architecture."""
-    obj = _read(path_or_state_dict) if isinstance(path_or_state_dict, (str, os.PathLike)) else path_or_state_dict
-    where = f" {path_or_state_dict}" if isinstance(path_or_state_dict, (str, os.PathLike)) else ""
+    obj: object = path_or_state_dict
+    where = ""
+    if isinstance(path_or_state_dict, (str, os.PathLike)):
+        obj = read_checkpoint(path_or_state_dict)
+        where = f" {path_or_state_dict}"
     sd = canonical_state_dict(obj)
-    names = []
-    for mod in _arch_modules():
-        names.append(mod.NAME)
-        if mod.detect(sd):
-            log.debug("vsnystra: %s detected as %s", where or "state dict", mod.NAME)
-            model: nn.Module = mod.build(sd, **overrides)
-            return model.eval()
-    raise ValueError(
-        f"load_model: unrecognised checkpoint{where}: found {len(sd)} tensors, e.g. {_list(sorted(sd))}; expected "
-        f"one of {names} (SwinIR: conv_first + layers.*.residual_group; Uformer: input_proj + encoderlayer_*; "
-        "RVRT: spynet + deform_align + backbone)"
-    )
+    arch = detect(sd)
+    if arch is None:
+        hints = "; ".join(f"{a.filter_name}: {a.key_hint}" for a in ARCHITECTURES)
+        raise ValueError(
+            f"load_model: unrecognised checkpoint{where}: found {len(sd)} tensors, e.g. {list_keys(sorted(sd))}; "
+            f"expected one of {[a.name for a in ARCHITECTURES]} ({hints})"
+        )
+    log.debug("vsnystra: %s detected as %s", where or "state dict", arch.name)
+    model = arch.build(sd, **overrides)
+    model.eval()
+    return model

@@ -12,7 +12,6 @@ N x N entries of the stored index when the window is clipped.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from typing import cast
 
 import torch
@@ -20,8 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig
-from vsnystra.archs.fused import Linear, Mlp
-from vsnystra.archs.rvrt_gda import FrameConv3d, Permute
+from vsnystra.archs.layers import FrameConv3d, Linear, Mlp, Permute
 from vsnystra.attention import attention
 
 Size3 = tuple[int, int, int]
@@ -295,11 +293,6 @@ class Upsample4(nn.Sequential):
             y = F.leaky_relu(F.pixel_shuffle(y, 2), cast(nn.LeakyReLU, self[i + 4]).negative_slope, inplace=True)
         y = cast(FrameConv3d, self[10]).frames(y)
         return y.view(n, t, *y.shape[1:]).transpose(1, 2)
-
-
-def iter_stls(modules: Sequence[nn.Module]) -> list[STL]:
-    """All STL blocks below ``modules`` (for tests and timers)."""
-    return [m for mod in modules for m in mod.modules() if isinstance(m, STL)]
 
 
 __all__ = ["RSTB", "STG", "STL", "RSTBWithInputConv", "Upsample4", "clip_window", "shift_mask"]

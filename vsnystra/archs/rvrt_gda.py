@@ -8,69 +8,44 @@ Semantics of upstream's ``deform_attn`` CUDA op (DCNv2 im2col + per-pixel softma
   ``(y - pad + a + dy, x - pad + b + dx)``; bilinear, corners outside the image contribute zero (DCN rule).
 * Per pixel and head, one softmax over the clip * taps samples of ``<q * d^-1/2, key>`` weights the values.
 
-Two formulations of the same function: on CPU (even group counts, i.e. keys and values in separate groups) bilinear
-sampling is a weighted gather of channel rows (``embedding_bag``) from channels-last kv and the values are never
-materialised (``_deform_attn_gather``, ~3-4x faster than ``grid_sample`` on CPU); elsewhere (CUDA, odd group counts)
-one ``grid_sample`` call per row band samples keys and values (``_deform_attn_grid``). Both bound their column
-buffers by ``max_elems``.
+Three formulations of the same function, picked per call (as the attention seam picks its autograd path):
+* while autograd records (any input requires grad, e.g. training) or inside ``differentiable_gda()``: out-of-place
+  tensor ops that can be differentiated (``deform_attn_autograd``);
+* otherwise on CPU with even group counts (keys and values in separate groups): bilinear sampling as a weighted
+  gather of channel rows (``embedding_bag``) from channels-last kv, values never materialised
+  (``_deform_attn_gather``, several times faster than ``grid_sample`` on CPU);
+* elsewhere (CUDA, odd group counts): one ``grid_sample`` call per row band samples keys and values
+  (``_deform_attn_grid``).
+The inference formulations accumulate in place and bound their column buffers by ``max_elems``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.archs.fused import Mlp
+from vsnystra.archs.layers import FrameConv3d, Mlp, Permute
 
 _DEFAULT_MAX_ELEMS = 1 << 26  # column-buffer elements per band (256 MiB in fp32; bigger bands run faster)
 _GATHER_MAX_ELEMS = 1 << 23  # CPU gather path: chunks beyond ~32 MiB only add memory traffic
+_FORCE_AUTOGRAD: contextvars.ContextVar[bool] = contextvars.ContextVar("vsnystra_gda_autograd", default=False)
 
 
-class Permute(nn.Module):
-    """Parameter-free stand-in for einops Rearrange: keeps upstream's Sequential indices (state-dict keys)."""
-
-    def __init__(self, *dims: int) -> None:
-        super().__init__()
-        self.dims = dims
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(*self.dims)
-
-    def extra_repr(self) -> str:
-        return f"dims={self.dims}"
-
-
-class FrameConv3d(nn.Conv3d):
-    """Conv3d whose temporal kernel is 1, computed as one Conv2d over all frames.
-
-    PyTorch's CPU Conv3d runs (1, k, k) kernels through ``slow_conv3d`` (im2col + GEMM, no oneDNN), 2-8x slower
-    than Conv2d on the same data. Parameters keep Conv3d's names and 5-D shapes, so official checkpoints load
-    unchanged; only the computation differs (same sums in another order, ~1e-6 relative). Autograd flows to the
-    5-D weight through the ``weight[:, :, 0]`` view.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (
-            x.dim() != 5
-            or self.kernel_size[0] != 1
-            or self.stride[0] != 1
-            or isinstance(self.padding, str)
-            or self.padding[0] != 0
-            or self.padding_mode != "zeros"
-        ):
-            return super().forward(x)
-        n, c, t, h, w = x.shape
-        # (n, c, t, h, w) is usually a transposed view of (n, t, c, h, w): then this reshape is free
-        y = self.frames(x.transpose(1, 2).reshape(n * t, c, h, w))
-        return y.view(n, t, *y.shape[1:]).transpose(1, 2)
-
-    def frames(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution on (N, C, H, W) frames (temporal kernel 1, zero padding)."""
-        pad = self.padding[1:] if not isinstance(self.padding, str) else self.padding
-        return F.conv2d(x, self.weight[:, :, 0], self.bias, self.stride[1:], pad, self.dilation[1:], self.groups)
+@contextlib.contextmanager
+def differentiable_gda() -> Iterator[None]:
+    """Inside this block (this thread or task only) deform_attn takes its differentiable formulation even when no
+    input requires grad, e.g. to compare it with the inference formulations. Nothing global changes."""
+    token = _FORCE_AUTOGRAD.set(True)
+    try:
+        yield
+    finally:
+        _FORCE_AUTOGRAD.reset(token)
 
 
 def _base_grid(
@@ -105,6 +80,9 @@ def deform_attn(
     Any strides are accepted; q and kv that are channels-last underneath (permuted views of (..., H, W, C)
     tensors) avoid copies on CPU, where the result is such a view too.
     """
+    recording = torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad or offset.requires_grad)
+    if recording or _FORCE_AUTOGRAD.get():  # the other formulations write in place and cannot be differentiated
+        return deform_attn_autograd(q, kv, offset, heads=heads, groups=groups, clip=clip, kernel=kernel)
     if q.dtype in (torch.float16, torch.bfloat16):  # sampling positions need fp32 (fp16: 0.2 px error at 320 px)
         out32 = deform_attn(
             q.float(),
@@ -129,6 +107,37 @@ def deform_attn(
     if q.device.type == "cpu" and groups % 2 == 0:  # keys and values fill whole offset groups
         return _deform_attn_gather(q, kv, offset, heads, groups, clip, kernel, min(max_elems, _GATHER_MAX_ELEMS))
     return _deform_attn_grid(q, kv, offset, heads, groups, clip, kernel, max_elems)
+
+
+def deform_attn_autograd(
+    q: torch.Tensor,
+    kv: torch.Tensor,
+    offset: torch.Tensor,
+    *,
+    heads: int,
+    groups: int,
+    clip: int,
+    kernel: tuple[int, int] = (3, 3),
+) -> torch.Tensor:
+    """Same contract as deform_attn, differentiable: out-of-place ops, the whole frame in one band."""
+    bt, cq, h, w = q.shape
+    b, ckv = kv.shape[0], kv.shape[2]
+    taps = kernel[0] * kernel[1]
+    d, cg = cq // heads, ckv // groups
+    idx = (torch.arange(clip).view(-1, 1) + torch.arange(clip).view(1, -1)) % clip
+    src = kv[:, idx.flatten().to(kv.device)].reshape(b * clip * clip * groups, cg, h, w)
+    off = offset.view(bt, clip, groups, taps, 2, h, w)
+    base_y, base_x, sy, sx = _base_grid(slice(0, h), h, w, kernel, q.dtype, q.device)
+    gx = base_x + off[:, :, :, :, 1] * sx
+    gy = base_y + off[:, :, :, :, 0] * sy
+    grid = torch.stack([gx, gy], dim=-1).reshape(bt * clip * groups, taps * h * w, 1, 2)
+    cols = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    cols = cols.view(bt, clip, 2, heads, d, taps, h * w)
+    qs = (q * d**-0.5).view(bt, heads, d, h * w)
+    logits = torch.einsum("bnhdkp,bhdp->bhnkp", cols[:, :, 0], qs).reshape(bt, heads, clip * taps, h * w)
+    attn = logits.softmax(dim=2).view(bt, heads, clip, taps, h * w)
+    out = torch.einsum("bnhdkp,bhnkp->bhdp", cols[:, :, 1], attn)
+    return out.reshape(bt, cq, h, w)
 
 
 def _deform_attn_grid(

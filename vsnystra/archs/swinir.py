@@ -9,174 +9,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.archs.base import AttentionConfig, ModelInfo
-from vsnystra.archs.common import (
-    BlockSequence,
-    MaskCache,
-    RelativeBiasCache,
-    clamp_window,
-    image_to_tokens,
-    relative_position_index,
-    shift_mask,
-    tokens_to_image,
-)
-from vsnystra.archs.fused import Linear, Mlp
-from vsnystra.attention import attention
-from vsnystra.attention.specs import AttentionSpec, Exact
+from vsnystra.archs.base import AttentionConfig, ModelInfo, RestorationModel, SizeRule, StateDict
+from vsnystra.archs.common import MaskCache, clamp_window, tokens_to_image
+from vsnystra.archs.descriptor import Architecture, NystraDefaults
+from vsnystra.archs.loading import construction_device, load_into, with_overrides
+from vsnystra.archs.swinir_blocks import RSTB, PatchEmbed, SwinTransformerBlock, resi_conv
 
-NAME = "swinir"
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
-class WindowAttention(nn.Module):
-    """q/k/v projection, relative-position bias and output projection of one Swin block (upstream key names)."""
-
-    def __init__(self, dim: int, window: int, num_heads: int, qkv_bias: bool = True) -> None:
-        super().__init__()
-        self.dim = dim
-        self.num_heads = num_heads
-        self.trained_window = (window, window)
-        self.scale = (dim // num_heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index((window, window)))
-        self.qkv = Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = Linear(dim, dim)
-        self._bias = RelativeBiasCache()
-
-    def bias(self, window: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
-        index: torch.Tensor = self.relative_position_index  # type: ignore[assignment]
-        return self._bias.get(self.relative_position_bias_table, index, self.trained_window, window, dtype)
-
-    def forward(
-        self,
-        x: torch.Tensor,
-        *,
-        window: tuple[int, int],
-        mask: torch.Tensor | None,
-        use_bias: bool,
-        spec: AttentionSpec,
-    ) -> torch.Tensor:
-        bn, n, c = x.shape
-        qkv = self.qkv(x).reshape(bn, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
-        bias = self.bias(window, x.dtype) if use_bias else None
-        out = attention(qkv[0], qkv[1], qkv[2], scale=self.scale, bias=bias, mask=mask, spec=spec, window=window)
-        return self.proj(out.transpose(1, 2).reshape(bn, n, c))
-
-
-class SwinTransformerBlock(nn.Module):
-    """(Shifted-)window attention block; implements ``configure_attention`` for patch_attention."""
-
-    def __init__(
-        self,
-        dim: int,
-        resolution: int,
-        num_heads: int,
-        window: int,
-        shifted: bool,
-        mlp_ratio: float,
-        qkv_bias: bool,
-        masks: MaskCache,
-        store_mask: bool,
-    ) -> None:
-        super().__init__()
-        self.resolution = resolution
-        self.shifted = shifted
-        self.trained_window = window
-        win, shift = clamp_window(resolution, window, shifted)
-        self.window, self.shift = win, shift
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, win, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        if shift > 0 and store_mask:
-            # Only to load/save official checkpoints strictly; forward uses the shared per-size cache.
-            self.register_buffer("attn_mask", shift_mask(resolution, resolution, win, shift))
-        self._masks = masks
-        self.enlarged = False
-        self.spec: AttentionSpec = Exact()
-        self.use_bias = True
-        self.use_mask = True
-
-    def configure_attention(self, cfg: AttentionConfig) -> None:
-        want = self.trained_window if cfg.window is None else cfg.window
-        if not isinstance(want, int):
-            sizes = set(want)
-            if len(sizes) != 1:
-                raise ValueError(f"patch_attention: SwinIR needs a square window (int), got {cfg.window!r}")
-            want = sizes.pop()
-        self.enlarged = int(want) != self.trained_window
-        if self.enlarged:
-            # Research-code rule (run_swinir.py builds img_size = the padded test size): the clamp is decided by the
-            # actual input in forward, not by the checkpoint's training img_size.
-            self.window, self.shift = int(want), (int(want) // 2 if self.shifted else 0)
-        else:
-            self.window, self.shift = clamp_window(self.resolution, int(want), self.shifted)
-        self.spec = cfg.spec
-        self.use_bias = cfg.bias == "keep"
-        self.use_mask = cfg.mask == "keep"
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        h, w = size
-        b, _, c = x.shape
-        ws, s = self.window, self.shift
-        if self.enlarged and min(h, w) <= ws:
-            s = 0  # the (padded) input is one window high or wide: no shift, as upstream's clamp would decide
-        fwd, inv = self._masks.order(h, w, (ws, ws), (s, s), x.device)
-        win = self.norm1(x).index_select(1, fwd).view(-1, ws * ws, c)  # roll(-s) + window partition in one gather
-        mask = None
-        if s and self.use_mask:
-            mask = self._masks.get(h, w, (ws, ws), (s, s), x.device, x.dtype)
-        y = self.attn(win, window=(ws, ws), mask=mask, use_bias=self.use_bias, spec=self.spec)
-        x = x + y.view(b, h * w, c).index_select(1, inv)  # window reverse + roll(+s)
-        return x + self.mlp(self.norm2(x))
-
-
-def _resi_conv(dim: int, kind: str) -> nn.Module:
-    if kind == "1conv":
-        return nn.Conv2d(dim, dim, 3, 1, 1)
-    if kind == "3conv":
-        q = dim // 4
-        return nn.Sequential(
-            nn.Conv2d(dim, q, 3, 1, 1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(q, q, 1, 1, 0),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(q, dim, 3, 1, 1),
-        )
-    raise ValueError(f"SwinIR: resi_connection must be '1conv' or '3conv', got {kind!r}")
-
-
-class RSTB(nn.Module):
-    """Residual Swin Transformer block: blocks, then a conv on the image grid, plus the skip."""
-
-    def __init__(self, blocks: list[SwinTransformerBlock], dim: int, resi_connection: str) -> None:
-        super().__init__()
-        self.residual_group = BlockSequence(blocks)
-        self.conv = _resi_conv(dim, resi_connection)
-
-    def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        y = tokens_to_image(self.residual_group(x, size), size)
-        return x + image_to_tokens(self.conv(y))
-
-
-class PatchEmbed(nn.Module):
-    """Holds the optional LayerNorm applied to the flattened tokens (upstream's ``patch_embed.norm``)."""
-
-    def __init__(self, dim: int, norm: bool) -> None:
-        super().__init__()
-        self.norm: nn.Module = nn.LayerNorm(dim) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(image_to_tokens(x))
-
-
-class SwinIR(nn.Module):
+class SwinIR(RestorationModel):
     """SwinIR with upstream constructor arguments (patch_size 1, no absolute position embedding)."""
 
     def __init__(
@@ -220,8 +68,7 @@ class SwinIR(nn.Module):
             ]
             self.layers.append(RSTB(blocks, embed_dim, resi_connection))
         self.norm = nn.LayerNorm(embed_dim)
-        self.conv_after_body = _resi_conv(embed_dim, resi_connection)
-        self.pad_multiple = clamp_window(img_size, window_size, False)[0]
+        self.conv_after_body = resi_conv(embed_dim, resi_connection)
         if upsampler == "pixelshuffle":
             self.conv_before_upsample = nn.Sequential(
                 nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True)
@@ -250,12 +97,15 @@ class SwinIR(nn.Module):
             raise ValueError(f"SwinIR: unknown upsampler {upsampler!r}")
 
     def configure_attention(self, cfg: AttentionConfig) -> None:
-        """Keep the model's own pad-to-window multiple in step with the blocks' (possibly enlarged) window."""
+        """Follow the blocks' (possibly enlarged) window, which the size rule pads to."""
         want = self.trained_window if cfg.window is None else cfg.window
-        size = int(want if isinstance(want, int) else max(want))
-        self.window_size = size
-        enlarged = size != self.trained_window
-        self.pad_multiple = size if enlarged else clamp_window(self.img_size, size, False)[0]
+        self.window_size = int(want if isinstance(want, int) else max(want))
+
+    def size_rule(self) -> SizeRule:
+        """Sides padded to the window; at the trained window a stage clamped to img_size pads to that instead."""
+        size = self.window_size
+        multiple = size if size != self.trained_window else clamp_window(self.img_size, size, False)[0]
+        return SizeRule(multiple_of=multiple, padding="mirror_past")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
@@ -266,7 +116,7 @@ class SwinIR(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        m = self.pad_multiple
+        m = self.size_rule().multiple_of
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             mode = "reflect" if ph < h and pw < w else "replicate"
@@ -312,14 +162,14 @@ def _pixelshuffle(scale: int, num_feat: int) -> nn.Sequential:
 _TABLE = "layers.{i}.residual_group.blocks.{j}.attn.relative_position_bias_table"
 
 
-def detect(sd: Mapping[str, Any]) -> bool:
+def detect(sd: StateDict) -> bool:
     """SwinIR: conv_first + RSTB layers; Swin2SR/HAT-like keys (logit_scale, cpb_mlp, conv_block) excluded."""
     if "conv_first.weight" not in sd or _TABLE.format(i=0, j=0) not in sd:
         return False
     return not any(("logit_scale" in k or "cpb_mlp" in k or "conv_block" in k) for k in sd)
 
 
-def hyperparameters(sd: Mapping[str, Any]) -> dict[str, Any]:
+def hyperparameters(sd: StateDict) -> dict[str, Any]:
     """Read the constructor arguments from key names and tensor shapes (spandrel's approach)."""
     embed_dim, in_chans = (int(s) for s in sd["conv_first.weight"].shape[:2])
     depths: list[int] = []
@@ -396,7 +246,7 @@ KNOWN: dict[str, dict[str, Any]] = {
 }
 
 
-def _variant(hp: Mapping[str, Any]) -> tuple[str, str]:
+def _variant(hp: Mapping[str, Any]) -> tuple[str, Literal["sr", "denoise", "car"]]:
     up = hp["upsampler"]
     if up == "pixelshuffle":
         return "classical_sr", "sr"
@@ -409,29 +259,39 @@ def _variant(hp: Mapping[str, Any]) -> tuple[str, str]:
     return ("gray_dn" if hp["in_chans"] == 1 else "color_dn"), "denoise"
 
 
-def build(sd: Mapping[str, Any], **overrides: Any) -> nn.Module:
-    """Build SwinIR from a canonical state dict and load it strictly (see registry.load_into)."""
-    from vsnystra.archs.registry import construction_device, load_into
-
-    hp = hyperparameters(sd)
-    unknown = set(overrides) - set(hp)
-    if unknown:
-        raise TypeError(f"load_model: unknown SwinIR override(s) {sorted(unknown)}; allowed: {sorted(hp)}")
-    hp.update(overrides)
+def build(sd: StateDict, /, **overrides: object) -> SwinIR:
+    """Build SwinIR from a canonical state dict and load it strictly (see loading.load_into)."""
+    hp = with_overrides("SwinIR", hyperparameters(sd), overrides)
     with construction_device(sd):
         model = SwinIR(**hp)
-    load_into(model, sd, NAME, hp, KNOWN)
+    load_into(model, sd, ARCHITECTURE.name, hp, KNOWN)
     variant, task = _variant(hp)
     ws = int(hp["window_size"])
-    model.info = ModelInfo(  # type: ignore[assignment]
-        arch="swinir",
+    model.info = ModelInfo(
+        arch=ARCHITECTURE.name,
+        kind=ARCHITECTURE.kind,
         variant=variant,
-        task=task,  # type: ignore[arg-type]
+        task=task,
         scale=int(hp["upscale"]),
         in_channels=int(hp["in_chans"]),
         out_channels=int(hp["in_chans"]),
         window=(ws, ws),
-        multiple_of=ws,
+        size_rule=model.size_rule(),
         hyperparameters=dict(hp),
     )
     return model
+
+
+ARCHITECTURE = Architecture(
+    name="swinir",
+    filter_name="SwinIR",
+    kind="image",
+    default_model="swinir-x2-small",
+    detect=detect,
+    build=build,
+    key_hint="conv_first + layers.*.residual_group",
+    nystra_trained=NystraDefaults(landmarks=16, iters=6, threshold=None),
+    nystra_paper=NystraDefaults(landmarks=16, iters=2, threshold=5.0),
+    paper_window=32,
+    gray=True,
+)

@@ -10,13 +10,15 @@ error measure. It costs ~8 rows of exact attention per checked window and head, 
 from __future__ import annotations
 
 import logging
+import threading
 
 import torch
 
+from vsnystra.attention.exact import exact_attention
 from vsnystra.attention.specs import PnPNystra
 
 _log = logging.getLogger(__name__)
-_warned: list[bool] = []  # one warning per process, then debug level
+_warned = threading.Event()  # one warning per process, then debug level
 ROWS_PER_WINDOW = 8
 MAX_WINDOWS = 64
 
@@ -66,11 +68,9 @@ def checked(
     err = sampled_error(out, q, k, v, scale=scale, bias=bias, mask=mask)
     if err <= spec.max_error:  # NaN fails
         return out
-    from vsnystra.attention.core import exact_attention
-
     grid = "x".join(str(s) for s in window) if window else f"{q.shape[2]}-token"
     _log.log(
-        logging.DEBUG if _warned else logging.WARNING,
+        logging.DEBUG if _warned.is_set() else logging.WARNING,
         "attention: PnP-Nystra's error on exactly recomputed sample rows is %.3g (max_error %.3g) on a %s window "
         "with %d landmarks, so exact attention ran instead; Nyström does not fit this layer's attention: keep it "
         "Exact (vsnystra.attention.plan.LayerPlan) or raise max_error",
@@ -79,5 +79,5 @@ def checked(
         grid,
         spec.landmarks,
     )
-    _warned.append(True)
+    _warned.set()
     return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)

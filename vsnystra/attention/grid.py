@@ -78,13 +78,6 @@ def _segment_grid(h: int, w: int, m: int) -> tuple[int, int]:
     return min(pairs, key=lambda p: (*score(p), p != fallback))
 
 
-def adaptive_pool_last(x: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[int, ...]) -> torch.Tensor:
-    """Segment means over the last dim of x (..., N) seen as ``grid``, returning (..., m) in row-major order."""
-    lead = x.shape[:-1]
-    flat = x.reshape(-1, 1, *grid)
-    return _pool(flat, lgrid).reshape(*lead, math.prod(lgrid))
-
-
 def _pool(x: torch.Tensor, lgrid: tuple[int, ...]) -> torch.Tensor:
     """Adaptive average pooling of (B, C, *grid) onto a 2-D or 3-D landmark grid."""
     if len(lgrid) == 2:

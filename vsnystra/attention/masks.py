@@ -10,13 +10,13 @@ quarter of the byte budget are held, larger ones only weakly.
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from vsnystra.attention.grid import MaskRuns, RegionLandmarks, mask_labels, mask_runs, region_landmarks
+from vsnystra.lru import LRU
 
 _BUDGET_BYTES = 512 << 20
 _MAX_ENTRIES = 64
@@ -32,7 +32,7 @@ class _Entry:
     regions: dict[tuple[tuple[int, ...], tuple[int, ...]], RegionLandmarks] = field(default_factory=dict)
 
 
-_entries: OrderedDict[int, _Entry] = OrderedDict()
+_entries: LRU[int, _Entry] = LRU(_MAX_ENTRIES)
 
 
 def _version(t: torch.Tensor) -> int:
@@ -44,13 +44,16 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+def _held_bytes(entries: Sequence[_Entry]) -> int:
+    return sum(_nbytes(e.held) for e in entries if e.held is not None)
+
+
 def _entry(mask: torch.Tensor) -> _Entry:
     version = _version(mask)
     hit = _entries.get(id(mask))
     if hit is not None and hit.ref() is mask and hit.version == version:
-        _entries.move_to_end(id(mask))
         return hit
-    for key, e in reversed(_entries.items()):
+    for key, e in _entries.newest_first():
         held = e.held
         if (
             held is not None
@@ -59,17 +62,13 @@ def _entry(mask: torch.Tensor) -> _Entry:
             and held.device == mask.device
             and torch.equal(held, mask)
         ):
-            _entries.move_to_end(key)
+            _entries.get(key)  # mark as used
             return e
     small = _nbytes(mask) <= _BUDGET_BYTES // 4
     ref: Callable[[], torch.Tensor | None] = (lambda: mask) if small else weakref.ref(mask)
     entry = _Entry(ref, mask if small else None, version, mask_labels(mask))
-    _entries.pop(id(mask), None)
-    _entries[id(mask)] = entry
-    while len(_entries) > _MAX_ENTRIES or sum(_nbytes(e.held) for e in _entries.values() if e.held is not None) > (
-        _BUDGET_BYTES
-    ):
-        _entries.popitem(last=False)
+    _entries.put(id(mask), entry)
+    _entries.evict_while(lambda entries: _held_bytes(entries) > _BUDGET_BYTES)
     return entry
 
 

@@ -33,11 +33,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from collections.abc import Iterator
 
 import torch
 
 from vsnystra.attention.check import checked
+from vsnystra.attention.exact import exact_attention
 from vsnystra.attention.grid import (
     RegionLandmarks,
     landmark_grid,
@@ -46,11 +48,12 @@ from vsnystra.attention.grid import (
     token_grid,
 )
 from vsnystra.attention.masks import cached_region_landmarks
+from vsnystra.attention.policy import nystrom_pays
 from vsnystra.attention.specs import PnPNystra
-from vsnystra.attention.terms import build_terms, cached_terms
+from vsnystra.attention.terms import AwareTerms, build_terms, cached_terms
 
 _log = logging.getLogger(__name__)
-_warned: list[bool] = []  # the non-region-mask warning is logged once per process, then at debug level
+_mask_warned = threading.Event()  # the non-region-mask warning is logged once per process, then at debug level
 # Elements of one chunk's (rows × landmarks) kernel. One CPU thread: small, so the element-wise passes stay in
 # cache. Several threads: larger, because every op is a parallel region and, when the cores are oversubscribed
 # (vspipe runs frames in parallel), each region can cost a scheduler slice, so fewer ops win. GPUs: large, so few
@@ -183,24 +186,24 @@ def paper_attention(
 ) -> torch.Tensor:
     """PnP-Nystra exactly as the research code computes it (no bias, no mask), chunk by chunk of windows."""
     bn, nh, n, _ = q.shape
-    wd = _work_dtype(q.dtype)
+    work = _work_dtype(q.dtype)
     grid = token_grid(n, window)
     lgrid = landmark_grid(grid, spec.landmarks)
-    qs, k = _dense_scaled(q, scale, wd), _dense(k, wd)
+    qs, k = _dense_scaled(q, scale, work), _dense(k, work)
     q_m = pool_tokens(qs, grid, lgrid)
     k_m = pool_tokens(k, grid, lgrid)
-    ip = not _differentiable(q, k, v)
-    z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold, ip), spec.iters, spec.pinv_init)
+    inplace = not _differentiable(q, k, v)
+    z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), spec.threshold, inplace), spec.iters, spec.pinv_init)
     chunks = list(_chunks(bn, nh * n * q_m.shape[2], q.device))
-    values = _ValuesWithOnes(v, wd, max(e - s for s, e in chunks), ip)
+    values = _ValuesWithOnes(v, work, max(e - s for s, e in chunks), inplace)
     out = torch.empty(v.shape, dtype=q.dtype, device=q.device)
     for s, e in chunks:
         v1 = values(s, e)
-        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold, ip)
-        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold, ip)
+        kl = kernel_(qs[s:e] @ k_m[s:e].transpose(-2, -1), spec.threshold, inplace)
+        ku = kernel_(q_m[s:e] @ k[s:e].transpose(-2, -1), spec.threshold, inplace)
         prod = (kl @ z[s:e]) @ (ku @ v1)
         # the research code's normalisation, straight into the output when no cast is needed
-        dest = out[s:e] if ip and out.dtype == wd else None
+        dest = out[s:e] if inplace and out.dtype == work else None
         res = torch.div(prod[..., :-1], prod[..., -1:] + 1e-12, out=dest)
         if spec.guard:
             good = _rows_ok(res, prod[..., -1], v1[..., :-1])
@@ -234,79 +237,94 @@ def aware_attention(
     Returns None when the mask is not a 0/−100 region mask (the caller then runs exact attention).
     """
     bn, nh, n, _ = q.shape
-    wd = _work_dtype(q.dtype)
+    work = _work_dtype(q.dtype)
     dev = q.device
     grid = token_grid(n, window)
     lgrid = landmark_grid(grid, spec.landmarks)
-    m = math.prod(lgrid)
     nw = 1 if mask is None else mask.shape[0]
     if bn % nw:
         raise ValueError(f"attention: batch {bn} is not a multiple of the mask's {nw} windows")
     if mask is None:
-        rl = _plain_regions(grid, lgrid)
+        regions = _plain_regions(grid, lgrid)
     else:
         found = cached_region_landmarks(mask, grid, lgrid)
         if found is None:
             return None
-        rl = found
-    mp = rl.index.shape[1]
-    if mp >= n:  # region pieces as many as tokens: Nyström cannot save anything
-        from vsnystra.attention.core import exact_attention
-
+        regions = found
+    pieces = regions.index.shape[1]
+    if pieces >= n:  # region pieces as many as tokens: Nyström cannot save anything
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
-    index = rl.index.to(dev)
-    qs, k = _dense_scaled(q, scale, wd), _dense(k, wd)
-    v = v.to(wd)
+    qs, k = _dense_scaled(q, scale, work), _dense(k, work)
+    v = v.to(work)
     b = bn // nw
 
-    # landmarks: plain segment means by pooling, split pieces by their pooling rows, one zero row for padding
-    q_all = pool_tokens(qs, grid, lgrid)
-    k_all = pool_tokens(k, grid, lgrid)
-    identity = rl.aligned and bool(torch.equal(rl.index, torch.arange(m).expand_as(rl.index)))
-    if identity:
-        q_m, k_m = q_all, k_all
-    else:
-        extra = rl.rows[rl.m :].to(device=dev, dtype=wd)
-        q_all = torch.cat([q_all, extra @ qs], dim=2)
-        k_all = torch.cat([k_all, extra @ k], dim=2)
-        sel = index[rl.inverse.to(dev)].view(1, nw, 1, mp, 1)
-        shape5 = (b, nw, nh, -1, q.shape[-1])
-        q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
-        k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, mp, -1)
-
-    ip = not _differentiable(q, k, v, bias)
+    q_m, k_m = _region_landmarks(qs, k, regions, grid, lgrid, nw)
+    inplace = not _differentiable(q, k, v, bias)
     masked = mask is not None
-    terms = cached_terms(bias, masked, rl, wd, dev) if ip else build_terms(bias, masked, rl, wd, dev)
-    a = q_m @ k_m.transpose(-2, -1)
-    if terms.t_a is not None or terms.keep_a is not None:
-        a = a.view(b, nw, nh, mp, mp)
-        if terms.t_a is not None:
-            a = _add(a, terms.window(terms.t_a, 0, nw), ip)
-        a = kernel_(a, spec.threshold, ip)
-        if terms.keep_a is not None:
-            a = _mul(a, terms.window(terms.keep_a, 0, nw), ip)
-        a = a.reshape(bn, nh, mp, mp)
-    else:
-        a = kernel_(a, spec.threshold, ip)
-    z = iterative_pinv(a, spec.iters, spec.pinv_init)
+    terms = cached_terms(bias, masked, regions, work, dev) if inplace else build_terms(bias, masked, regions, work, dev)
+    z = _landmark_inverse(q_m @ k_m.transpose(-2, -1), terms, spec, nw, inplace)
 
     out, good = _buffers(v, spec.guard)
-    for s, e, w0, w1 in _window_chunks(b, nw, nh * n * mp, dev):
+    for s, e, w0, w1 in _window_chunks(b, nw, nh * n * pieces, dev):
         kl = qs[s:e] @ k_m[s:e].transpose(-2, -1)
         ku = q_m[s:e] @ k[s:e].transpose(-2, -1)
-        if terms.t_l is not None and terms.t_u is not None:
-            kl = _add(kl, terms.window(terms.t_l, w0, w1), ip)
-            ku = _add(ku, terms.window(terms.t_u, w0, w1), ip)
-        kl = kernel_(kl, spec.threshold, ip)
-        ku = kernel_(ku, spec.threshold, ip)
+        if terms.bias_l is not None and terms.bias_u is not None:
+            kl = _add(kl, terms.window(terms.bias_l, w0, w1), inplace)
+            ku = _add(ku, terms.window(terms.bias_u, w0, w1), inplace)
+        kl = kernel_(kl, spec.threshold, inplace)
+        ku = kernel_(ku, spec.threshold, inplace)
         if terms.keep_l is not None and terms.keep_u is not None:
             # zero across regions; multiplying after f avoids the slow exp(-inf) and denormal paths
-            kl = _mul(kl, terms.window(terms.keep_l, w0, w1), ip)
-            ku = _mul(ku, terms.window(terms.keep_u, w0, w1), ip)
-        _chunk_output(out, good, s, e, kl @ z[s:e], ku, v, ip, spec.guard)
+            kl = _mul(kl, terms.window(terms.keep_l, w0, w1), inplace)
+            ku = _mul(ku, terms.window(terms.keep_u, w0, w1), inplace)
+        _chunk_output(out, good, s, e, kl @ z[s:e], ku, v, inplace, spec.guard)
     if spec.guard:
         _guard_rows(out, good, qs, k, v, bias, mask, nw)
     return out.to(q.dtype)
+
+
+def _region_landmarks(
+    qs: torch.Tensor,
+    k: torch.Tensor,
+    regions: RegionLandmarks,
+    grid: tuple[int, ...],
+    lgrid: tuple[int, ...],
+    nw: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Landmarks of every window: plain segment means by pooling, split pieces from their pooling rows, a zero row
+    for padding; (B·nW, nH, pieces, d) each for the scaled queries and the keys."""
+    bn, nh, _, d = qs.shape
+    q_all = pool_tokens(qs, grid, lgrid)
+    k_all = pool_tokens(k, grid, lgrid)
+    m = math.prod(lgrid)
+    if regions.aligned and bool(torch.equal(regions.index, torch.arange(m).expand_as(regions.index))):
+        return q_all, k_all
+    dev = qs.device
+    pieces = regions.index.shape[1]
+    extra = regions.rows[regions.m :].to(device=dev, dtype=qs.dtype)
+    q_all = torch.cat([q_all, extra @ qs], dim=2)
+    k_all = torch.cat([k_all, extra @ k], dim=2)
+    sel = regions.index.to(dev)[regions.inverse.to(dev)].view(1, nw, 1, pieces, 1)
+    shape5 = (bn // nw, nw, nh, -1, d)
+    q_m = torch.take_along_dim(q_all.view(shape5), sel, dim=3).view(bn, nh, pieces, -1)
+    k_m = torch.take_along_dim(k_all.view(shape5), sel, dim=3).view(bn, nh, pieces, -1)
+    return q_m, k_m
+
+
+def _landmark_inverse(a: torch.Tensor, terms: AwareTerms, spec: PnPNystra, nw: int, inplace: bool) -> torch.Tensor:
+    """Z ≈ G_A†: the landmark kernel (with its pooled bias, zero across regions) and its iterative pseudo-inverse."""
+    bn, nh, pieces, _ = a.shape
+    if terms.bias_a is not None or terms.keep_a is not None:
+        a = a.view(bn // nw, nw, nh, pieces, pieces)
+        if terms.bias_a is not None:
+            a = _add(a, terms.window(terms.bias_a, 0, nw), inplace)
+        a = kernel_(a, spec.threshold, inplace)
+        if terms.keep_a is not None:
+            a = _mul(a, terms.window(terms.keep_a, 0, nw), inplace)
+        a = a.reshape(bn, nh, pieces, pieces)
+    else:
+        a = kernel_(a, spec.threshold, inplace)
+    return iterative_pinv(a, spec.iters, spec.pinv_init)
 
 
 def _buffers(v: torch.Tensor, guard: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -395,9 +413,6 @@ def nystra_attention(
     window: tuple[int, ...] | None,
 ) -> torch.Tensor:
     """PnP-Nystra dispatch: exact fallback where Nyström cannot help, else the paper or the bias/mask-aware path."""
-    from vsnystra.attention.core import exact_attention
-    from vsnystra.attention.policy import nystrom_pays
-
     n = q.shape[2]
     if spec.landmarks >= n or (spec.policy == "auto" and not nystrom_pays(n, spec.landmarks, q.shape[-1], q.device)):
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
@@ -407,10 +422,10 @@ def nystra_attention(
     out = aware_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     if out is None:
         _log.log(
-            logging.DEBUG if _warned else logging.WARNING,
+            logging.DEBUG if _mask_warned.is_set() else logging.WARNING,
             "attention: PnPNystra needs a 0/-100 shifted-window mask (0 within a region, <= -30 across); this mask is "
             "not one, so exact attention ran instead (pass mask=None or a region mask to use PnP-Nystra)",
         )
-        _warned.append(True)
+        _mask_warned.set()
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     return checked(out, q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)

@@ -1,13 +1,11 @@
-"""policy="auto": run Nyström only where it pays on the current device, from a measured cost model.
+"""policy="auto": run Nyström only where it pays on the current device, from a cost model.
 
 Per query row and head, exact attention costs about N·(d + d_v) multiply-adds plus a softmax over N logits, and
 PnP-Nystra about m·(2d + m + 2(d_v + 1)) multiply-adds plus element-wise kernels over 2m entries and a fixed
 per-call overhead (landmark pooling, pinv). Small windows are dominated by that overhead, so each device class has
-a minimum token count and a minimum ratio of modelled costs, measured with benchmarks/attention.py (2-core AMD
-EPYC, fp32, bias + shift mask): N = 64 is always slower (0.2-0.6x), N = 256 pays with m = 16 (ratio 7, measured
-~2x) but not with m = 32 (ratio 3.2, measured ~1.1x), N >= 1024 pays (7-90x). CUDA thresholds are a guess (no
-GPU was available to measure): kernels launch-bound below ~1024 tokens.
-"""
+a minimum token count and a minimum ratio of modelled costs. The CPU thresholds come from benchmarks/attention.py
+(results in benchmarks/results/); the CUDA ones are a guess until a GPU measures them (kernels are launch-bound
+below about a thousand tokens)."""
 
 from __future__ import annotations
 

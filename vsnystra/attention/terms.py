@@ -9,13 +9,13 @@ every call, so the O(nH·N²·m) pooling runs once per block and size, not once 
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from vsnystra.attention.grid import RegionLandmarks
+from vsnystra.lru import LRU
 
 _CACHE_SIZE = 64
 
@@ -24,9 +24,9 @@ _CACHE_SIZE = 64
 class AwareTerms:
     """Additive bias terms (None without bias) and region keep-masks (None without mask), indexed by pattern."""
 
-    t_l: torch.Tensor | None  # (U, nH, N, m')
-    t_u: torch.Tensor | None  # (U, nH, m', N)
-    t_a: torch.Tensor | None  # (U, nH, m', m')
+    bias_l: torch.Tensor | None  # (U, nH, N, m')
+    bias_u: torch.Tensor | None  # (U, nH, m', N)
+    bias_a: torch.Tensor | None  # (U, nH, m', m')
     keep_l: torch.Tensor | None  # (U, 1, N, m') 1.0 where token and landmark share a region, else 0.0
     keep_u: torch.Tensor | None  # (U, 1, m', N) the same, transposed (contiguous)
     keep_a: torch.Tensor | None  # (U, 1, m', m') 1.0 where two real landmarks share a region
@@ -47,49 +47,44 @@ def _version(t: torch.Tensor) -> int:
 
 
 def build_terms(
-    bias: torch.Tensor | None, masked: bool, rl: RegionLandmarks, dtype: torch.dtype, device: torch.device
+    bias: torch.Tensor | None, masked: bool, regions: RegionLandmarks, dtype: torch.dtype, device: torch.device
 ) -> AwareTerms:
     """Pool the bias over landmark pieces (one GEMM each way) and build the region keep-masks."""
-    index = rl.index.to(device)
-    t_l = t_u = t_a = None
+    index = regions.index.to(device)
+    bias_l = bias_u = bias_a = None
     if bias is not None:
         b = bias.to(device=device, dtype=dtype)
-        rows = rl.rows.to(device=device, dtype=dtype)  # (Q, N) averaging rows, last one all zero
+        rows = regions.rows.to(device=device, dtype=dtype)  # (Q, N) averaging rows, last one all zero
         b_l = b @ rows.t()  # (nH, N, Q)
         b_u = rows @ b  # (nH, Q, N)
         b_a = rows @ b_l  # (nH, Q, Q)
-        t_l = torch.stack([b_l[:, :, ix] for ix in index]).contiguous()
-        t_u = torch.stack([b_u[:, ix, :] for ix in index]).contiguous()
-        t_a = torch.stack([b_a[:, ix][:, :, ix] for ix in index]).contiguous()
+        bias_l = torch.stack([b_l[:, :, ix] for ix in index]).contiguous()
+        bias_u = torch.stack([b_u[:, ix, :] for ix in index]).contiguous()
+        bias_a = torch.stack([b_a[:, ix][:, :, ix] for ix in index]).contiguous()
     keep_l = keep_u = keep_a = None
     if masked:
-        lab = rl.labels.to(device)
-        reg = rl.region.to(device)
+        lab = regions.labels.to(device)
+        reg = regions.region.to(device)
         keep_l = (lab.unsqueeze(2) == reg.unsqueeze(1)).unsqueeze(1).to(dtype)
         keep_u = keep_l.transpose(-2, -1).contiguous()
         keep_a = ((reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)).unsqueeze(1).to(dtype)
-    return AwareTerms(t_l, t_u, t_a, keep_l, keep_u, keep_a, tuple(int(u) for u in rl.inverse))
+    return AwareTerms(bias_l, bias_u, bias_a, keep_l, keep_u, keep_a, tuple(int(u) for u in regions.inverse))
 
 
-_cache: OrderedDict[tuple[object, ...], tuple[Callable[[], object], Callable[[], object], int, AwareTerms]] = (
-    OrderedDict()
-)
+_Cached = tuple[Callable[[], object], Callable[[], object], int, AwareTerms]  # (bias ref, layout ref, version, terms)
+_cache: LRU[tuple[object, ...], _Cached] = LRU(_CACHE_SIZE)
 
 
 def cached_terms(
-    bias: torch.Tensor | None, masked: bool, rl: RegionLandmarks, dtype: torch.dtype, device: torch.device
+    bias: torch.Tensor | None, masked: bool, regions: RegionLandmarks, dtype: torch.dtype, device: torch.device
 ) -> AwareTerms:
     """build_terms, reused while the same bias tensor (unmodified) meets the same region layout."""
-    key = (id(bias), id(rl), masked, dtype, device)
+    key = (id(bias), id(regions), masked, dtype, device)
     hit = _cache.get(key)
     version = -1 if bias is None else _version(bias)
-    if hit is not None and hit[0]() is bias and hit[1]() is rl and hit[2] == version:
-        _cache.move_to_end(key)
+    if hit is not None and hit[0]() is bias and hit[1]() is regions and hit[2] == version:
         return hit[3]
-    terms = build_terms(bias, masked, rl, dtype, device)
+    terms = build_terms(bias, masked, regions, dtype, device)
     alive: Callable[[], object] = (lambda: None) if bias is None else weakref.ref(bias)
-    _cache[key] = (alive, weakref.ref(rl), version, terms)
-    _cache.move_to_end(key)
-    while len(_cache) > _CACHE_SIZE:
-        _cache.popitem(last=False)
+    _cache.put(key, (alive, weakref.ref(regions), version, terms))
     return terms

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
+import os
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -18,6 +20,7 @@ from types import FrameType
 
 from vsnystra.cli import interrupt
 from vsnystra.cli.media import CODECS, DEFAULT_CRF, DEFAULT_PIX_FMT, EncodeSettings
+from vsnystra.cli.segments import DEFAULT_SCENE_THRESHOLD, DEFAULT_SEGMENT_FRAMES
 
 log = logging.getLogger("vsnystra.cli")
 
@@ -30,19 +33,23 @@ MATRIX_HELP = (
 )
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.replace("x", ",").split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers like 128 or 2,128,128, got {text!r}") from None
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected non-negative integers, got {text!r}")
-    return values
+def _value(text: str) -> int | float | str:
+    """A number where the text is one, else the text: the settings resolver names what is wrong, as for the filters."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _values(text: str) -> int | float | str | list[int | float | str]:
+    """ "128", "2,64,64" or "256x256": one value, or a list like the filters' int[] arguments."""
+    parts = [_value(p.strip()) for p in re.split(r",|(?<=\d)x(?=\d)", text)]
+    return parts[0] if len(parts) == 1 else parts
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from vsnystra.zoo import DEFAULT_MODELS
-
     p = argparse.ArgumentParser(prog="vsnystra", description="RVRT / SwinIR / Uformer restoration with PnP-Nystra.")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="only warnings, errors and the summary (no progress)")
@@ -53,29 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output-dir", type=Path, help="output folder (default: next to each input)")
     r.add_argument(
         "--model",
-        help=f"checkpoint path, bundled or official name (default {DEFAULT_MODELS['RVRT']}); not used for .vpy inputs",
+        help="checkpoint path, bundled or official name (default: RVRT's bundled model); not used for .vpy inputs",
     )
     r.add_argument(
-        "--attention",
-        default="auto",
-        help="auto (PnP-Nystra where it pays on the device, the filters' default) | nystra | exact | naive",
+        "--attention", help="auto (PnP-Nystra where it pays on the device; default, as the filters) | nystra | exact"
     )
-    r.add_argument("--landmarks", type=int, help="PnP-Nystra landmarks")
-    r.add_argument("--iters", type=int, help="PnP-Nystra pseudo-inverse iterations")
-    r.add_argument("--window", type=_ints, help="enlarged attention window, e.g. 16 or 2,16,16")
+    r.add_argument("--landmarks", type=_value, help="PnP-Nystra landmarks")
+    r.add_argument("--iters", type=_value, help="PnP-Nystra pseudo-inverse iterations (at most 64)")
+    r.add_argument("--window", type=_values, help="enlarged attention window: 32 (SwinIR, Uformer), 64,64 (RVRT)")
     r.add_argument(
-        "--sigma", type=float, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
+        "--sigma", type=_value, help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default 12)"
     )
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    r.add_argument("--device", help="auto (default) | cpu | cuda | cuda:N")
     r.add_argument(
         "--half",
         action="store_true",
         help="half-precision compute: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
     )
-    r.add_argument("--tile", type=_ints, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
-    r.add_argument("--tile-overlap", type=int, help="tile overlap in input pixels")
-    r.add_argument("--chunk", type=int, help="RVRT: frames per temporal chunk")
-    r.add_argument("--chunk-overlap", type=int, help="RVRT: frames shared by neighbouring chunks")
+    r.add_argument("--tile", type=_values, help="spatial tile in input pixels: N or WxH (RVRT: multiples of 8)")
+    r.add_argument("--tile-overlap", type=_value, help="tile overlap in input pixels")
+    r.add_argument("--chunk", type=_value, help="RVRT: frames per temporal chunk (even; default 16 or the model's)")
+    r.add_argument("--chunk-overlap", type=_value, help="RVRT: frames shared by neighbouring chunks (default 2)")
     r.add_argument("--codec", choices=sorted(CODECS), default="x265", help="x265 (default), x264, ffv1 (lossless)")
     crf = ", ".join(f"{k} {v}" for k, v in DEFAULT_CRF.items())
     r.add_argument("--crf", type=float, help=f"quality for x265/x264 (default {crf})")
@@ -85,7 +90,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--container", default="mkv", choices=["mkv", "mp4", "mov"], help="output container (mkv)")
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
-    r.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    r.add_argument(
+        "--threads", type=int, help="torch CPU threads (default: torch's choice; per worker on Ray CPU nodes: 1)"
+    )
+    r.add_argument(
+        "--segment-frames",
+        type=int,
+        default=DEFAULT_SEGMENT_FRAMES,
+        metavar="N",
+        help=f"most frames one segment writes, the unit of resume and distribution (default {DEFAULT_SEGMENT_FRAMES})",
+    )
+    r.add_argument(
+        "--scene-threshold",
+        type=float,
+        default=DEFAULT_SCENE_THRESHOLD,
+        metavar="T",
+        help="scene cuts for RVRT: mean luma difference of neighbouring frames, 0-1, that starts a new shot "
+        f"(VapourSynth misc.SCDetect's measure; default {DEFAULT_SCENE_THRESHOLD}; 0: no cuts)",
+    )
+    r.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="restore on a Ray cluster: auto, HOST:PORT or local[:N] (a throw-away cluster of N workers here); "
+        "default $RAY_ADDRESS if set, else in this process",
+    )
     r.add_argument(
         "-a",
         "--arg",
@@ -143,7 +171,6 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
-    from vsnystra.zoo import DEFAULT_MODELS
 
     inputs = batch.expand_inputs(args.inputs)
     if not inputs:
@@ -153,6 +180,9 @@ def _restore(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.segment_frames < 1 or args.scene_threshold < 0:
+        log.error("restore: --segment-frames must be >= 1 and --scene-threshold >= 0 (0: no scene cuts)")
+        return EXIT_USAGE
     script_args: dict[str, str] = {}
     for item in args.arg:
         name, sep, value = item.partition("=")
@@ -170,49 +200,64 @@ def _restore(args: argparse.Namespace) -> int:
     )
     if args.model and any(s.suffix.lower() == ".vpy" for s in inputs):
         log.warning("--model does not apply to .vpy inputs: a script is encoded as it is (restore inside the script)")
+    ray_address = args.ray or os.environ.get("RAY_ADDRESS") or None
     loaded = None
+    settings = None
     if needs_model:
-        from vsnystra.cli.model import ModelSettings, load  # imports torch: only when a model runs
+        from vsnystra.cli.model import load, model_options  # imports torch: only when a model runs
 
-        settings = ModelSettings(
-            model=args.model or DEFAULT_MODELS["RVRT"],
-            attention=args.attention,
-            landmarks=args.landmarks,
-            iters=args.iters,
-            window=args.window,
-            device=args.device,
-            half=args.half,
-            tile=args.tile,
-            tile_overlap=args.tile_overlap,
-            chunk=args.chunk,
-            chunk_overlap=args.chunk_overlap,
-            sigma=args.sigma,
-        )
-        try:
-            loaded = load(settings)
-        except Exception as e:  # a model that cannot load is a configuration error for the whole batch
-            log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
-            log.debug("traceback", exc_info=True)
-            return EXIT_USAGE
-    restorer = loaded.restorer if loaded is not None else None
-
-    def restorer_for(src: Path) -> batch.Restorer | None:
-        return None if src.suffix.lower() == ".vpy" else restorer
-
+        settings = model_options(args)
+        if ray_address is None:  # on Ray every worker loads its own model
+            try:
+                loaded = load(settings)
+            except Exception as e:  # a model that cannot load is a configuration error for the whole batch
+                log.error("%s", e.args[0] if isinstance(e, KeyError) and e.args else e)
+                log.debug("traceback", exc_info=True)
+                return EXIT_USAGE
+    scripts = [s for s in inputs if s.suffix.lower() == ".vpy"]
+    videos = [s for s in inputs if s.suffix.lower() != ".vpy"]
     summary = batch.Summary()
     try:
         with _sigterm_as_interrupt():
-            summary = batch.run_batch(
-                inputs,
-                out_dir=args.output_dir,
-                restorer_for=restorer_for,
-                encode=encode,
-                suffix=suffix,
-                tag=tag,
-                overwrite=args.overwrite,
-                progress=not args.quiet,
-                script_args=script_args,
-            )
+            if scripts:
+                summary = batch.run_batch(
+                    scripts,
+                    out_dir=args.output_dir,
+                    restorer_for=lambda src: None,
+                    encode=encode,
+                    suffix=suffix,
+                    tag=tag,
+                    overwrite=args.overwrite,
+                    progress=not args.quiet,
+                    script_args=script_args,
+                )
+            if videos and not summary.interrupted:
+                from vsnystra.cli import distribute
+                from vsnystra.cli.local_executor import LocalExecutor, NoModel
+
+                executor: distribute.Executor = NoModel()
+                if loaded is not None:
+                    executor = LocalExecutor(loaded)
+                elif settings is not None and ray_address is not None:
+                    from vsnystra.cli import ray_executor
+
+                    try:
+                        executor = ray_executor.connect(ray_address, settings, threads=args.threads)
+                    except ray_executor.ClusterError as e:
+                        log.error("%s", e)
+                        return EXIT_USAGE
+                options = distribute.Options(
+                    out_dir=args.output_dir,
+                    encode=encode,
+                    suffix=suffix,
+                    tag=tag,
+                    overwrite=args.overwrite,
+                    segment_frames=args.segment_frames,
+                    scene_threshold=args.scene_threshold,
+                    model_key=repr(settings),
+                    progress=not args.quiet,
+                )
+                summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up
         summary.interrupted = True
     sys.stderr.write(summary.render() + "\n")
@@ -223,28 +268,28 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _weights(args: argparse.Namespace) -> int:
-    from vsnystra import weights
+    from vsnystra import zoo
     from vsnystra.cli.progress import ProgressBar
 
     cmd = args.weights_command
     if cmd == "dir":
-        sys.stdout.write(f"{weights.weights_dir()}\n")
+        sys.stdout.write(f"{zoo.weights_dir()}\n")
         return EXIT_OK
     if cmd == "list":
         rows = [("name", "arch", "task", "MB", "status", "licence", "url" if args.urls else "file")]
-        for w in weights.OFFICIAL.values():
-            status = "downloaded" if weights.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
+        for w in zoo.OFFICIAL.values():
+            status = "downloaded" if zoo.cached_path(w.name).is_file() else ("manual" if w.url is None else "-")
             last = (w.url or w.source) if args.urls else w.file
             rows.append((w.name, w.arch, w.task, f"{w.approx_mb:.0f}", status, w.licence, last))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
         for r in rows:
             sys.stdout.write("  ".join(c.ljust(widths[i]) for i, c in enumerate(r[:-1])) + "  " + r[-1] + "\n")
-        sys.stdout.write(f"# cache: {weights.weights_dir()}\n")
+        sys.stdout.write(f"# cache: {zoo.weights_dir()}\n")
         return EXIT_OK
     if cmd == "import":
         try:
-            path = weights.import_file(args.name, args.file)
-        except (KeyError, FileNotFoundError, weights.DownloadError) as e:
+            path = zoo.import_file(args.name, args.file)
+        except (KeyError, FileNotFoundError, zoo.DownloadError) as e:
             log.error("%s", e.args[0] if isinstance(e, KeyError) else e)
             return EXIT_FAILED
         log.info("imported %s as %s", args.file, path)
@@ -253,7 +298,7 @@ def _weights(args: argparse.Namespace) -> int:
     names: list[str] = []
     for pattern in args.names:  # shell-style patterns pick several: 'rvrt-*', 'swinir-colordn-*'
         if any(c in pattern for c in "*?["):
-            hits = [n for n in weights.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and weights.OFFICIAL[n].url]
+            hits = [n for n in zoo.OFFICIAL if fnmatch.fnmatchcase(n, pattern) and zoo.OFFICIAL[n].url]
             if not hits:
                 log.error("no downloadable checkpoint matches %r; see `vsnystra weights list`", pattern)
                 failed += 1
@@ -261,15 +306,15 @@ def _weights(args: argparse.Namespace) -> int:
         elif pattern not in names:
             names.append(pattern)
     for name in names:
-        if name not in weights.OFFICIAL:
+        if name not in zoo.OFFICIAL:
             log.error("unknown checkpoint %r; see `vsnystra weights list`", name)
             failed += 1
             continue
-        entry = weights.OFFICIAL[name]
+        entry = zoo.OFFICIAL[name]
         bar = ProgressBar(name, None, unit="bytes")
         try:
-            path = weights.download(entry, force=args.force, progress=None if args.quiet else bar.set)
-        except weights.DownloadError as e:
+            path = zoo.download(entry, force=args.force, progress=None if args.quiet else bar.set)
+        except zoo.DownloadError as e:
             log.error("%s", e)
             failed += 1
             continue
@@ -296,8 +341,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error
-        import os
-
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK

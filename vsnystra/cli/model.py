@@ -1,22 +1,31 @@
-"""The CLI's model side: resolve, load (through the shared model cache), patch, and wrap as a frame stream.
+"""The CLI's model side: resolve the options, load (through the shared model cache), wrap as a frame stream.
 
 Why a stream of frames: RVRT needs neighbouring frames, so the CLI hands ``restore_video`` an iterator and gets
 an iterator back (bounded memory for hours-long files); SwinIR and Uformer restore frame by frame with
-``restore_image``. Both paths are the same runtime the VapourSynth filters use.
+``restore_image``. Both paths are the same runtime the VapourSynth filters use, and the options go through the same
+resolver (:mod:`vsnystra.runtime.settings`), so both reject the same bad settings with the same words.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from vsnystra.archs.base import model_info
+from vsnystra.archs.registry import ARCHITECTURES
+from vsnystra.runtime.cache import default_cache
+from vsnystra.runtime.image import restore_image
+from vsnystra.runtime.settings import Options, check_model, resolve
+from vsnystra.runtime.video import restore_video
+
 log = logging.getLogger(__name__)
+
+CALLER = "vsnystra restore"
 
 Restorer = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
 """Takes (3, H, W) float32 frames in [0, 1], yields restored (3, sH, sW) float32 frames, same count.
@@ -25,79 +34,28 @@ Each model step runs under ``torch.inference_mode`` entered and left around that
 state leaks into the caller while the generator is suspended.
 """
 
-ATTENTION_CHOICES = ("auto", "nystra", "exact", "naive")
-DEFAULT_SIGMA = 12.0  # same default as the nystra.RVRT filter (vsnystra/vs/filters.py)
+
+def model_options(args: argparse.Namespace) -> Options:
+    """The model options of a parsed ``vsnystra restore`` command line (flags named as the filters' keywords)."""
+    return Options(
+        model=args.model or default_model(),
+        attention=args.attention,
+        landmarks=args.landmarks,
+        iters=args.iters,
+        window=args.window,
+        device=args.device,
+        half=args.half,
+        sigma=args.sigma,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        chunk=args.chunk,
+        chunk_overlap=args.chunk_overlap,
+    )
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    """Model options of ``vsnystra restore`` (mirroring the filters' arguments)."""
-
-    model: str
-    attention: str = "auto"
-    landmarks: int | None = None
-    iters: int | None = None
-    window: tuple[int, ...] | None = None
-    device: str = "auto"
-    half: bool = False
-    tile: tuple[int, ...] | None = None
-    tile_overlap: int | None = None
-    chunk: int | None = None
-    chunk_overlap: int | None = None
-    sigma: float | None = None
-
-
-def attention_spec(
-    name: str, landmarks: int | None, iters: int | None, arch: str | None = None, *, enlarged_window: bool = False
-) -> Any:
-    """--attention/--landmarks/--iters → an attention spec, with the same per-architecture defaults as the filters.
-
-    "auto" (default) = PnP-Nystra where it pays on the device, else exact; "nystra" = always PnP-Nystra.
-    """
-    from vsnystra.attention.defaults import FRONT_END_PINV_INIT, nystra_defaults
-    from vsnystra.attention.specs import Exact, Naive, PnPNystra
-
-    key = name.strip().lower().replace("_", "-")
-    if key in ("nystra", "pnp", "pnp-nystra", "auto"):
-        m, k, t = nystra_defaults(arch, enlarged_window=enlarged_window)
-        return PnPNystra(
-            landmarks=m if landmarks is None else landmarks,
-            iters=k if iters is None else iters,
-            threshold=t,
-            pinv_init=FRONT_END_PINV_INIT,
-            policy="auto" if key == "auto" else "always",
-        )
-    if landmarks is not None or iters is not None:
-        raise ValueError("vsnystra restore: --landmarks/--iters only apply with --attention nystra or auto")
-    if key == "exact":
-        return Exact()
-    if key == "naive":
-        return Naive()
-    raise ValueError(f"vsnystra restore: --attention must be one of {', '.join(ATTENTION_CHOICES)}, got {name!r}")
-
-
-def detect_arch(path: Path) -> str | None:
-    """Architecture of a checkpoint from its key names, reading no tensor data (mmap); None if unsure."""
-    import importlib
-
-    from vsnystra.archs.registry import ARCH_MODULES, canonical_state_dict
-
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        sd = canonical_state_dict(obj)
-        for name in ARCH_MODULES:
-            mod = importlib.import_module(name)
-            if mod.detect(sd):
-                return str(mod.NAME)
-    except Exception:  # old pickle format, corrupt file…: load_model reports it properly
-        log.debug("could not detect the architecture of %s", path, exc_info=True)
-    return None
-
-
-def _one_or_tuple(v: tuple[int, ...] | None) -> int | tuple[int, ...] | None:
-    if v is None:
-        return None
-    return v[0] if len(v) == 1 else v
+def default_model() -> str:
+    """The model restored when --model is not given: the bundled default of the video architecture."""
+    return next(arch.default_model for arch in ARCHITECTURES if arch.kind == "video")
 
 
 @dataclass
@@ -110,64 +68,62 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     restorer: Restorer
+    temporal: tuple[int, int] | None = None
+    """(chunk, overlap) that ``restorer`` runs a video model with (chunk 0: whole clip at once); None: per frame."""
 
 
-def load(settings: ModelSettings) -> LoadedModel:
-    """Resolve and load the model once for the whole batch; fails early with the fix in the message."""
-    from vsnystra.runtime.cache import AttentionSetting, default_cache
-    from vsnystra.runtime.device import compute_dtype, resolve_device
-    from vsnystra.zoo import resolve_model
-
-    path = resolve_model(settings.model)
-    device = resolve_device(settings.device, caller="vsnystra restore")
-    arch = detect_arch(path)
-    dtype = compute_dtype(device, settings.half, arch)
-    window = _one_or_tuple(settings.window)
-    spec = attention_spec(
-        settings.attention, settings.landmarks, settings.iters, arch, enlarged_window=window is not None
-    )
-    setting = AttentionSetting(spec=spec, window=window)
-    model = default_cache().get(path, device=device, dtype=dtype, attention=setting)
-    info = getattr(model, "info", None)
-    if info is None:
-        raise TypeError(f"vsnystra restore: {path} did not load as a vsnystra model (no .info)")
-    if info.needs_sigma and settings.sigma is None:
-        log.info("no --sigma given: denoising with sigma %g (the nystra.RVRT default)", DEFAULT_SIGMA)
-        settings = replace(settings, sigma=DEFAULT_SIGMA)
-    if settings.sigma is not None and not info.needs_sigma:
-        raise ValueError(
-            f"vsnystra restore: --sigma only applies to non-blind denoisers; {path.name} ({info.arch} {info.task}) "
-            "takes none, drop --sigma"
-        )
+def load(options: Options) -> LoadedModel:
+    """Resolve the options and load the model once for the whole batch; fails early with the fix in the message."""
+    s = resolve(CALLER, options)
+    model = default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention)
+    info = model_info(model, CALLER)
+    sigma = check_model(s, info)
+    if info.needs_sigma and s.sigma is None:
+        log.info("no --sigma given: denoising with sigma %g (the architecture's default)", sigma)
     log.info(
-        "model %s (%s %s, x%d) on %s/%s, attention %s", path.name, info.arch, info.task, info.scale, device, dtype, spec
+        "model %s (%s %s, x%d) on %s/%s, attention %s",
+        s.model_path.name,
+        info.arch,
+        info.task,
+        info.scale,
+        s.device,
+        s.dtype,
+        s.attention.spec,
     )
-    restorer = (
-        _video_restorer(model, settings, device, dtype)
-        if info.arch == "rvrt"
-        else _image_restorer(model, settings, device, dtype)
-    )
-    return LoadedModel(model, info.arch, int(info.scale), device, dtype, restorer)
+    temporal: tuple[int, int] | None = None
+    if info.kind == "video":
+        assert s.chunk is not None  # a video architecture always resolves a chunk length
+        restorer = _video_restorer(model, s.device, s.dtype, s.chunk, s.chunk_overlap, s.tile, s.tile_overlap, sigma)
+        temporal = (s.chunk, s.chunk_overlap)
+    else:
+        restorer = _image_restorer(model, s.device, s.dtype, tile=s.tile, tile_overlap=s.tile_overlap)
+    return LoadedModel(model, info.arch, info.scale, s.device, s.dtype, restorer, temporal)
 
 
-def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.device, dtype: torch.dtype) -> Restorer:
-    from vsnystra.runtime.video import restore_video
-
-    kwargs: dict[str, Any] = {}
-    for name, value in (
-        ("chunk", s.chunk),
-        ("chunk_overlap", s.chunk_overlap),
-        ("tile", _one_or_tuple(s.tile)),  # CLI W,H = restore_video's (w, h)
-        ("tile_overlap", s.tile_overlap),
-        ("sigma", s.sigma if getattr(model.info, "needs_sigma", False) else None),
-    ):
-        if value is not None:
-            kwargs[name] = value
-
+def _video_restorer(
+    model: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    chunk: int,
+    chunk_overlap: int,
+    tile: tuple[int, int] | None,
+    tile_overlap: int,
+    sigma: float | None,
+) -> Restorer:
     def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         staged = (torch.from_numpy(f).to(device=device, dtype=dtype, non_blocking=True) for f in frames)
         with torch.inference_mode():
-            out = iter(restore_video(model, staged, **kwargs))
+            out = iter(
+                restore_video(
+                    model,
+                    staged,
+                    chunk=chunk,
+                    chunk_overlap=chunk_overlap,
+                    tile=tile,  # (w, h) like the CLI's WxH
+                    tile_overlap=tile_overlap,
+                    sigma=sigma,
+                )
+            )
         while True:
             with torch.inference_mode():
                 y = next(out, None)
@@ -179,21 +135,20 @@ def _video_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.devi
     return run
 
 
-def _image_restorer(model: torch.nn.Module, s: ModelSettings, device: torch.device, dtype: torch.dtype) -> Restorer:
-    from vsnystra.runtime.image import restore_image
-
-    kwargs: dict[str, Any] = {}
-    if s.tile is not None:
-        kwargs["tile"] = _one_or_tuple(s.tile)  # CLI W,H = restore_image's (w, h)
-    if s.tile_overlap is not None:
-        kwargs["tile_overlap"] = s.tile_overlap
-    if s.chunk is not None or s.chunk_overlap is not None:
-        log.warning("--chunk/--chunk-overlap are ignored: image models restore frame by frame")
-
+def _image_restorer(
+    model: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    *,
+    tile: tuple[int, int] | None,
+    tile_overlap: int,
+) -> Restorer:
     def run(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         for f in frames:
             with torch.inference_mode():
-                y = restore_image(model, torch.from_numpy(f).to(device=device, dtype=dtype), **kwargs)
+                y = restore_image(
+                    model, torch.from_numpy(f).to(device=device, dtype=dtype), tile=tile, tile_overlap=tile_overlap
+                )
                 arr = y.to("cpu", torch.float32).numpy()
             yield arr
 

@@ -78,7 +78,8 @@ def _frac(x: Any) -> Fraction:
     return Fraction(int(x.numerator), int(x.denominator))
 
 
-def _open_av_source(container: av.container.InputContainer) -> Source:
+def _open_av_source(container: av.container.InputContainer, *, warn: bool = True) -> Source:
+    """The input's first real video stream as a Source; ``warn``: log the streams that are not copied."""
     videos = [s for s in container.streams.video if not _is_picture(s)]
     if not videos:
         raise ValueError("no video stream")
@@ -86,7 +87,7 @@ def _open_av_source(container: av.container.InputContainer) -> Source:
     vin.thread_type = "AUTO"
     copy = [s for s in container.streams if s.index != vin.index and (s.type in COPY_TYPES or s in videos)]
     for s in container.streams:
-        if s.index != vin.index and s not in copy:
+        if warn and s.index != vin.index and s not in copy:
             log.warning(
                 "stream #%d (%s, %s) is not copied (attachments and cover art are not supported)",
                 s.index,

@@ -9,36 +9,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from vsnystra.attention.specs import AttentionSpec, Exact
+from vsnystra.archs.base import AttentionConfig
+from vsnystra.archs.patch import patch_attention
+from vsnystra.archs.registry import load_model
+from vsnystra.lru import LRU
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AttentionSetting:
-    """How to patch a model's window attention after loading (what patch_attention takes)."""
-
-    spec: AttentionSpec = field(default_factory=Exact)
-    window: int | tuple[int, ...] | None = None
-    bias: str = "keep"
-    mask: str = "keep"
-    modulator: str = "keep"
-
-    def is_stock(self) -> bool:
-        """True when the model can stay exactly as loaded (exact attention, trained window, nothing dropped)."""
-        return (
-            isinstance(self.spec, Exact)
-            and self.window is None
-            and (self.bias, self.mask, self.modulator) == ("keep", "keep", "keep")
-        )
 
 
 @dataclass(frozen=True)
@@ -49,7 +32,7 @@ class ModelKey:
     stamp: tuple[int, int]
     device: str
     dtype: str
-    attention: AttentionSetting
+    attention: AttentionConfig
     overrides: tuple[tuple[str, Hashable], ...] = ()
 
 
@@ -57,16 +40,12 @@ Loader = Callable[[Path, Mapping[str, object]], nn.Module]
 
 
 def _default_loader(path: Path, overrides: Mapping[str, object]) -> nn.Module:
-    from vsnystra.archs.registry import load_model
-
     return load_model(str(path), **dict(overrides))
 
 
-def _patch(model: nn.Module, setting: AttentionSetting) -> nn.Module:
+def _patch(model: nn.Module, setting: AttentionConfig) -> nn.Module:
     if setting.is_stock():
         return model
-    from vsnystra.archs.patch import patch_attention
-
     return patch_attention(
         model,
         setting.spec,
@@ -85,9 +64,7 @@ class ModelCache:
             raise ValueError(f"ModelCache: capacity must be >= 1, got {capacity}")
         self.capacity = capacity
         self._loader: Loader = loader or _default_loader
-        self._lock = threading.Lock()
-        self._models: OrderedDict[ModelKey, nn.Module] = OrderedDict()
-        self._loading: dict[ModelKey, threading.Lock] = {}
+        self._models: LRU[ModelKey, nn.Module] = LRU(capacity, on_evict=_log_eviction)
         self.loads = 0  # number of actual loads (tests check that a second request does not reload)
 
     @staticmethod
@@ -96,7 +73,7 @@ class ModelCache:
         *,
         device: torch.device,
         dtype: torch.dtype,
-        attention: AttentionSetting | None = None,
+        attention: AttentionConfig | None = None,
         overrides: Mapping[str, Hashable] | None = None,
     ) -> ModelKey:
         """Build the cache key; raises FileNotFoundError when the checkpoint does not exist."""
@@ -107,7 +84,7 @@ class ModelCache:
             stamp=(st.st_size, st.st_mtime_ns),
             device=str(device),
             dtype=str(dtype).removeprefix("torch."),
-            attention=attention or AttentionSetting(),
+            attention=attention or AttentionConfig(),
             overrides=tuple(sorted((overrides or {}).items())),
         )
 
@@ -117,32 +94,12 @@ class ModelCache:
         *,
         device: torch.device,
         dtype: torch.dtype = torch.float32,
-        attention: AttentionSetting | None = None,
+        attention: AttentionConfig | None = None,
         overrides: Mapping[str, Hashable] | None = None,
     ) -> nn.Module:
         """The model for this key, loading it on first use. Concurrent first uses load it once."""
         key = self.key(path, device=device, dtype=dtype, attention=attention, overrides=overrides)
-        with self._lock:
-            model = self._models.get(key)
-            if model is not None:
-                self._models.move_to_end(key)
-                return model
-            key_lock = self._loading.setdefault(key, threading.Lock())
-        with key_lock:
-            with self._lock:
-                model = self._models.get(key)
-                if model is not None:
-                    self._models.move_to_end(key)
-                    return model
-            model = self._build(key)
-            with self._lock:
-                self._models[key] = model
-                self._models.move_to_end(key)
-                while len(self._models) > self.capacity:
-                    old, _ = self._models.popitem(last=False)
-                    log.debug("model cache: evicted %s", old.path)
-                self._loading.pop(key, None)
-            return model
+        return self._models.get_or_create(key, lambda: self._build(key))
 
     def _build(self, key: ModelKey) -> nn.Module:
         log.debug("loading %s on %s (%s, attention %s)", key.path, key.device, key.dtype, key.attention.spec)
@@ -157,12 +114,14 @@ class ModelCache:
 
     def clear(self) -> None:
         """Drop every cached model (frees GPU memory once no clip holds a reference)."""
-        with self._lock:
-            self._models.clear()
+        self._models.clear()
 
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._models)
+        return len(self._models)
+
+
+def _log_eviction(key: ModelKey, model: nn.Module) -> None:
+    log.debug("model cache: evicted %s", key.path)
 
 
 _DEFAULT: ModelCache | None = None

@@ -13,6 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from vsnystra.archs.descriptor import Architecture
+from vsnystra.archs.registry import architecture
+
 log = logging.getLogger(__name__)
 
 
@@ -76,21 +79,22 @@ def cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def compute_dtype(device: torch.device, half: bool, arch: str | None = None) -> torch.dtype:
-    """The dtype a model of ``arch`` runs in for input of the given precision on ``device``.
+def compute_dtype(device: torch.device, half: bool, arch: str | Architecture | None = None) -> torch.dtype:
+    """The dtype a model of ``arch`` (an Architecture or its name) runs in for input of this precision on ``device``.
 
-    Single-precision input (RGBS) always runs in fp32. Half-precision input (RGBH) runs in fp16 on CUDA (tensor
-    cores, half the memory). On a CPU with native bf16 (AVX512-BF16, AMX) SwinIR and Uformer run in bf16: 1.5-1.7x
-    faster than fp32, 54-58 dB from the fp32 output and within 0.08 dB of its PSNR on the bundled defaults. RVRT
-    stays in fp32 there: its recurrent, deformable alignment lost 0.6 dB in bf16 (40 dB from fp32) for a 1.3x gain
-    (benchmarks/results/pipeline.md). CPUs without native bf16 emulate it many times slower than fp32 and have no
-    fast fp16, so there everything runs in fp32. The result is rounded to fp16 on output.
+    Single-precision input always runs in fp32. Half-precision input runs in fp16 on CUDA (tensor cores, half the
+    memory). On a CPU, fp16 has no fast kernels and bf16 is only fast where the CPU has it natively (elsewhere it is
+    emulated, many times slower than fp32), so half input runs in bf16 there, and only for architectures whose
+    quality survives bf16 (``Architecture.cpu_bf16``); everything else runs in fp32. Outputs are rounded to the
+    clip's precision afterwards.
     """
     if not half:
         return torch.float32
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16 if arch != "rvrt" and cpu_has_native_bf16() else torch.float32
+    described = architecture(arch) if isinstance(arch, str) else arch
+    bf16_ok = described is None or described.cpu_bf16
+    return torch.bfloat16 if bf16_ok and cpu_has_native_bf16() else torch.float32
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -157,9 +161,8 @@ def run_on_device[T](device: torch.device, fn: Callable[[], T]) -> T:
     Why: VapourSynth calls filters from several worker threads. Model calls must not overlap (torch already spreads
     one call over all CPU cores; on a GPU, overlapping calls only add activation memory), and each calling thread
     would otherwise get its own OpenMP thread team, whose idle spinning threads steal cores from the team that
-    works: measured +18 % wall time for RVRT with 2 VapourSynth threads (benchmarks/results/pipeline.md). One
-    long-lived thread per device keeps one team and serialises the calls. Grad mode is per thread: ``fn`` must
-    set ``torch.no_grad()`` itself.
+    works (benchmarks/pipeline.py measures it). One long-lived thread per device keeps one team and serialises the
+    calls. Grad mode is per thread: ``fn`` must set ``torch.no_grad()`` itself.
     """
     if getattr(_ON_DEVICE_THREAD, "active", False):  # already on an inference thread: never wait on ourselves
         return fn()

@@ -26,9 +26,12 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from vsnystra.archs.base import ModelInfo, model_info
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 16
+DEFAULT_CHUNK_OVERLAP = 2
 DEFAULT_TILE_OVERLAP = 20
 Tile = int | tuple[int, int] | list[int] | None
 
@@ -75,17 +78,15 @@ def _mirror_pad(x: torch.Tensor, dim: int, multiple: int) -> tuple[torch.Tensor,
     return x.index_select(dim, idx), n
 
 
-def _model_io(model: nn.Module) -> tuple[torch.device, torch.dtype, int, bool]:
-    info = getattr(model, "info", None)
-    if info is None or getattr(info, "arch", None) != "rvrt":
-        raise TypeError("restore_video: expected an RVRT model loaded with vsnystra.load_model(path)")
-    p = next(model.parameters())
-    return p.device, p.dtype, int(info.scale), bool(info.needs_sigma)
+def _video_info(model: nn.Module) -> ModelInfo:
+    info = model_info(model, "restore_video")
+    if info.kind != "video":
+        raise TypeError(f"restore_video: {info.arch} is an {info.kind} model; use vsnystra.restore_image")
+    return info
 
 
-def _forward_padded(model: nn.Module, x: torch.Tensor, multiple: int) -> torch.Tensor:
+def _forward_padded(model: nn.Module, x: torch.Tensor, scale: int, multiple: int) -> torch.Tensor:
     """x (t, c, h, w): pad time to even and space to ``multiple`` by mirroring, run, crop."""
-    scale = int(model.info.scale)  # type: ignore[union-attr,arg-type]
     x, t = _mirror_pad(x, 0, 2)
     x, h = _mirror_pad(x, 2, multiple)
     x, w = _mirror_pad(x, 3, multiple)
@@ -116,11 +117,13 @@ def restore_chunk(
     sigma: float | None = None,
 ) -> torch.Tensor:
     """Restore one temporal chunk ``frames`` (t, 3, h, w) -> (t, 3, s*h, s*w) on the model's device and dtype."""
-    device, dtype, scale, needs_sigma = _model_io(model)
+    info = _video_info(model)
+    p = next(model.parameters())
+    device, dtype, scale = p.device, p.dtype, info.scale
     if frames.dim() != 4 or frames.shape[1] != 3:
         raise ValueError(f"restore_video: frames must be (T, 3, H, W), got {tuple(frames.shape)}")
     x = frames.to(device=device, dtype=dtype)
-    if needs_sigma:
+    if info.needs_sigma:
         if sigma is None:
             raise ValueError("restore_video: this RVRT is a non-blind denoiser; pass sigma=<noise level, 0..255>")
         x = torch.cat([x, x.new_full((x.shape[0], 1, *x.shape[2:]), float(sigma) / 255.0)], dim=1)
@@ -128,10 +131,10 @@ def restore_chunk(
         raise ValueError("restore_video: sigma is only for non-blind denoisers (model.info.needs_sigma); drop it")
     t, _, h, w = x.shape
     tiles = _normalise_tile(tile)
-    multiple = int(getattr(model.info, "multiple_of", 8))  # type: ignore[union-attr]
+    multiple = info.size_rule.multiple_of
     with torch.no_grad():
         if tiles is None:
-            return _forward_padded(model, x, multiple)
+            return _forward_padded(model, x, scale, multiple)
         if not 0 <= tile_overlap < min(tiles):
             raise ValueError(f"restore_video: tile_overlap must be in [0, tile), got {tile_overlap} for tile {tile}")
         th, tw = min(tiles[0], h), min(tiles[1], w)
@@ -142,7 +145,7 @@ def restore_chunk(
         trim = tile_overlap // 2
         for y0 in hs:
             for x0 in ws:
-                patch = _forward_padded(model, x[:, :, y0 : y0 + th, x0 : x0 + tw], multiple).float()
+                patch = _forward_padded(model, x[:, :, y0 : y0 + th, x0 : x0 + tw], scale, multiple).float()
                 m = torch.ones(1, 1, *patch.shape[-2:], device=device)
                 if trim:
                     if y0 < hs[-1]:
@@ -234,7 +237,7 @@ def restore_video(
     frames: torch.Tensor | Iterable[torch.Tensor],
     *,
     chunk: int | None = DEFAULT_CHUNK,
-    chunk_overlap: int = 2,
+    chunk_overlap: int = DEFAULT_CHUNK_OVERLAP,
     tile: Tile = None,
     tile_overlap: int = DEFAULT_TILE_OVERLAP,
     sigma: float | None = None,
@@ -245,7 +248,7 @@ def restore_video(
     (int or (w, h) like restore_image, multiples of 8; None: whole frame). Output is on the frames' device in the
     model's dtype.
     """
-    _, _, _, needs_sigma = _model_io(model)
+    needs_sigma = _video_info(model).needs_sigma
     if needs_sigma and sigma is None:
         raise ValueError("restore_video: this RVRT is a non-blind denoiser; pass sigma=<noise level, 0..255>")
     if not needs_sigma and sigma is not None:

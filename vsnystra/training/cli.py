@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
         "models/<name>.pth) with a fresh optimizer and schedule; ignored when the run resumes from last.pt",
     )
     ap.add_argument(
+        "--init-rewire",
+        action="store_true",
+        help="with --init: the file may have an earlier layout; load what fits, then rewire the RVRT propagation "
+        "branches so that they start as temporal paths (vsnystra.training.rvrt_temporal)",
+    )
+    ap.add_argument(
+        "--stills",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="video presets: folders of still photographs turned into clips by a synthetic camera",
+    )
+    ap.add_argument(
         "--export", type=Path, default=None, help="after training write the official-format checkpoint here"
     )
     ap.add_argument("--export-only", action="store_true", help="only export <run>/last.pt (no training)")
@@ -71,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         save_every=args.save_every,
         log_every=args.log_every,
         init=args.init,
+        init_rewire=args.init_rewire,
+        stills=list(args.stills),
     )
     log.info("preset %s: %s", preset.name, preset.describe())
     trainer = Trainer(preset, cfg)
@@ -89,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export is not None:
         buffers = frozenset(name for name, _ in trainer.model.named_buffers() if name.startswith("spynet."))
         export(
-            trainer.model.state_dict(),
+            trainer.export_state(),
             preset.arch,
             args.export,
             fp16=not args.fp32,

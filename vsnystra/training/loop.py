@@ -11,20 +11,29 @@ import contextlib
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from vsnystra.archs.rvrt_gda import differentiable_gda
 from vsnystra.training.data import ClipPatches, ImagePatches, SRPairs, collect_images, collect_sequences
 from vsnystra.training.degrade import add_gaussian_noise
-from vsnystra.training.gda import differentiable_gda
+from vsnystra.training.motion import MotionClips
 from vsnystra.training.presets import Preset, model_class
 from vsnystra.training.rvrt_init import space_to_depth_start, supports_space_to_depth
+from vsnystra.training.rvrt_temporal import (
+    add_mixing_gates,
+    fold_mixing_gates,
+    load_matching,
+    supports_temporal_start,
+    temporal_start,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,8 @@ class RunConfig:
     save_every: int = 100
     log_every: int = 10
     init: Path | None = None  # start from these weights (an exported checkpoint) instead of the preset's init
+    init_rewire: bool = False  # --init: load what fits, then apply the preset's start rewiring (temporal_start)
+    stills: list[Path] = field(default_factory=list)  # video: stills moved by a synthetic camera (Preset.still_clips)
 
 
 def charbonnier(x: torch.Tensor, y: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -58,6 +69,17 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def param_groups(model: nn.Module, lr_scale: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
+    """Trainable parameters grouped by learning-rate multiplier (first matching regex wins; the rest at 1)."""
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        scale = next((float(f) for pattern, f in lr_scale if re.search(pattern, name)), 1.0)
+        groups.setdefault(scale, []).append(p)
+    return [{"params": ps, "lr_scale": scale} for scale, ps in sorted(groups.items())]
+
+
 def build_model(preset: Preset, seed: int) -> nn.Module:
     """Construct the preset's model with seeded initialisation (without touching the caller's global RNG)."""
     cls = model_class(preset.arch)
@@ -68,6 +90,8 @@ def build_model(preset: Preset, seed: int) -> nn.Module:
         identity_spynet(model)
         if preset.task == "video_denoise" and supports_space_to_depth(model):
             space_to_depth_start(model)
+        if preset.temporal_start and supports_temporal_start(model):
+            temporal_start(model)
     if preset.arch == "swinir" and preset.kwargs.get("upsampler") == "pixelshuffle" and preset.scale == 2:
         bilinear_start(model)
     if preset.arch == "uformer":
@@ -157,16 +181,25 @@ def zero_flows(model: nn.Module, enabled: bool) -> Iterator[None]:
         del m.compute_flows
 
 
-def init_from(model: nn.Module, path: Path) -> dict[str, str]:
+def init_from(model: nn.Module, path: Path, rewire: bool = False) -> dict[str, str]:
     """Load an exported checkpoint (official container, fp16 allowed) into the freshly built model, strictly.
 
     A fine-tuning leg starts here instead of at the preset's hand-made start point; the optimizer starts fresh.
+    With ``rewire`` the checkpoint may come from an earlier layout: what fits is loaded, the rest keeps its init,
+    and ``temporal_start`` then rewires the propagation branches (output unchanged, see rvrt_temporal).
     Returns the file's name and sha256 so the run (and its model card) can say where it started.
     """
-    from vsnystra.archs.registry import canonical_state_dict
+    from vsnystra.archs.loading import canonical_state_dict
     from vsnystra.training.publish import sha256
 
     sd = canonical_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    if rewire:
+        if not supports_temporal_start(model):
+            raise ValueError("vsnystra.training: --init-rewire needs an RVRT denoiser preset with temporal_start")
+        left = load_matching(model, sd)
+        temporal_start(model)
+        log.info("initialised from %s (rewired; %d tensors kept their init: %s)", path, len(left), left)
+        return {"file": path.name, "sha256": sha256(path), "rewired": "temporal_start"}
     expected = model.state_dict()
     bad = sorted(set(expected) ^ set(sd)) + [k for k in expected if k in sd and sd[k].shape != expected[k].shape]
     if bad:
@@ -187,20 +220,26 @@ class Trainer:
         self.cfg = cfg
         self.model = build_model(preset, cfg.seed)
         self.model.train()
+        self.init: dict[str, str] = {}  # where the weights came from when the run fine-tunes (--init)
+        if cfg.init is not None:
+            self.init = init_from(self.model, cfg.init, cfg.init_rewire)
+        if preset.temporal_start and supports_temporal_start(self.model):
+            add_mixing_gates(self.model)  # training-only; export_state() folds them back into the weights
         for name, p in self.model.named_parameters():
             if any(name.startswith(prefix) for prefix in preset.freeze):
                 p.requires_grad_(False)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, preset.lr_scale), lr=preset.lr, betas=(0.9, 0.99), weight_decay=0.0
+        )
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step = 0
         self.elapsed = 0.0
         self.losses: list[float] = []
         self.input_losses: list[float] = []  # what returning the input unchanged would score (denoisers)
-        self.init: dict[str, str] = {}  # where the weights came from when the run fine-tunes (--init)
-        if cfg.init is not None:
-            self.init = init_from(self.model, cfg.init)
         self.source: Any = self._make_source()
+        self.stills: MotionClips | None = None
+        if preset.task == "video_denoise" and preset.still_clips > 0 and cfg.stills:
+            self.stills = MotionClips(collect_images(cfg.stills), preset.frames, preset.patch)
 
     def _make_source(self) -> Any:
         p = self.preset
@@ -216,9 +255,19 @@ class Trainer:
         if p.task == "sr":
             lr, hr = self.source.sample(p.batch, p.patch, self.gen)
             return lr, hr
-        clean = self.source.sample(p.batch, p.patch, self.gen)
+        if self.stills is not None:  # each clip from a real sequence or from a still moved by a synthetic camera
+            parts = []
+            for _ in range(p.batch):
+                still = float(torch.rand((), generator=self.gen)) < p.still_clips
+                parts.append((self.stills if still else self.source).sample(1, p.patch, self.gen))
+            clean = torch.cat(parts)
+        else:
+            clean = self.source.sample(p.batch, p.patch, self.gen)
         shape = (clean.shape[0],) + (1,) * (clean.ndim - 1)
         sigma = torch.rand(shape, generator=self.gen) * p.sigma_max
+        if p.sigma_low > 0:  # a share of nearly clean clips: told sigma ~ 0, the model must hand its input back
+            low = torch.rand(shape, generator=self.gen) < p.sigma_low
+            sigma = torch.where(low, torch.rand(shape, generator=self.gen) * 2.0, sigma)
         noisy = add_gaussian_noise(clean, sigma, self.gen)
         if p.task == "video_denoise":
             noise_map = (sigma / 255.0).expand(*clean.shape[:2], 1, *clean.shape[3:])
@@ -227,7 +276,8 @@ class Trainer:
 
     def train_step(self) -> float:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.preset.lr * lr_factor(self.step, self.cfg.steps, self.preset.warmup)
+            rate = self.preset.lr * lr_factor(self.step, self.cfg.steps, self.preset.warmup)
+            group["lr"] = rate * group.get("lr_scale", 1.0)
         x, y = self.batch()
         ctx = differentiable_gda() if self.preset.arch == "rvrt" else contextlib.nullcontext()
         with ctx, zero_flows(self.model, self.preset.zero_flow):
@@ -243,6 +293,10 @@ class Trainer:
         if self.preset.task != "sr":  # denoisers: the loss of returning the noisy input
             self.input_losses.append(float(charbonnier(x[..., : y.shape[-3], :, :], y)))
         return value
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        """The model's weights in the official key layout (training-only parametrisations folded in)."""
+        return fold_mixing_gates(self.model.state_dict())
 
     # -- checkpoints -----------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:

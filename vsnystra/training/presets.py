@@ -35,6 +35,11 @@ class Preset:
     per_folder: int = 0  # image tasks: evenly spaced files kept per folder (0 = all)
     freeze: tuple[str, ...] = field(default_factory=tuple)  # parameter-name prefixes left untrained
     zero_flow: bool = False  # RVRT: skip the (frozen, zero-output) SpyNet in training, so patches may be small
+    still_clips: float = 0.0  # video: share of clips made from stills by a synthetic camera (needs --stills)
+    sigma_low: float = 0.0  # denoisers: share of samples with sigma ~ U[0, 2] instead of U[0, sigma_max]
+    temporal_start: bool = False  # RVRT denoiser: rewire the propagation branches at the start (rvrt_temporal)
+    # (regex on parameter names, learning-rate multiplier): weights that must move far from their start, fast
+    lr_scale: tuple[tuple[str, float], ...] = field(default_factory=tuple)
     # filter/CLI keyword defaults that follow from how the model was trained (written to models/zoo.json)
     inference: dict[str, Any] = field(default_factory=dict)
 
@@ -44,6 +49,8 @@ class Preset:
         kw = {**self.kwargs, **over.pop("kwargs", {})}
         if "freeze" in over:
             over["freeze"] = tuple(over["freeze"])
+        if "lr_scale" in over:
+            over["lr_scale"] = tuple((str(k), float(v)) for k, v in over["lr_scale"])
         return replace(self, kwargs=kw, **over)
 
     def recipe(self) -> dict[str, Any]:
@@ -113,7 +120,9 @@ PRESETS: dict[str, Preset] = {
             "depths": [2, 2, 2],
             "embed_dims": [48, 48, 48],
             "num_heads": [6, 6, 6],
-            "inputconv_groups": [1, 3, 4, 6, 8, 1],  # reconstruction sees every shallow channel (rvrt_init)
+            # ungrouped input convolutions: the reconstruction sees every shallow channel (rvrt_init) and each
+            # backbone can mix its freshest input with the aligned past channel by channel (rvrt_temporal)
+            "inputconv_groups": [1, 1, 1, 1, 1, 1],
             "deformable_groups": 12,
             "attention_heads": 12,
             "attention_window": [3, 3],
@@ -121,13 +130,20 @@ PRESETS: dict[str, Preset] = {
         },
         patch=96,
         batch=2,
-        frames=4,
-        lr=2e-4,  # higher rates tear the space-to-depth start apart within 50 steps (rvrt_init)
-        warmup=50,
+        frames=6,  # three clips: the recurrence takes two alignment steps each way
+        lr=5e-5,  # fine-tuning trained weights: 2e-4 from a fresh optimizer cost 2 dB in 150 steps
+        warmup=200,
         freeze=("spynet.",),
         zero_flow=True,
-        # trained on 4-frame clips: longer chunks drift the recurrence away from anything seen in training
-        inference={"chunk": 4, "chunk_overlap": 2},
+        # the backbones' input convolutions decide how much of the aligned past each branch mixes in; from the
+        # temporal start that weight must travel from -1 towards 0, which Adam at the base rate takes ~1e4 steps
+        # the mixing gates (rvrt_temporal.MixingGate) carry the convex blend with the aligned past directly
+        lr_scale=((r"\.mu$", 40.0), (r"^backbone\.\w+\.main\.1\.", 10.0)),
+        still_clips=0.5,
+        sigma_low=0.1,
+        temporal_start=True,
+        # chunks as long as the training clips: longer ones drift the recurrence away from anything it was taught
+        inference={"chunk": 6, "chunk_overlap": 2},
     ),
 }
 

@@ -17,14 +17,21 @@ from typing import Any
 
 import torch
 
+from vsnystra.archs.registry import architecture
 from vsnystra.training.presets import PRESETS
 
-FILTERS = {"swinir": "SwinIR", "uformer": "Uformer", "rvrt": "RVRT"}
-TASKS = {"swinir": "sr", "uformer": "denoise", "rvrt": "denoise"}
 DATA_NOTE = (
-    "/work/shared/data/train only: 12 Urban100 HR images and 4 DAVIS-2016 480p sequences (bmx-trees, breakdance, "
-    "car-roundabout, paragliding-launch; JPEG). No evaluation image was used for training or tuning."
+    "../shared/data/train (the folder beside the repository) only: 12 Urban100 HR images and 4 DAVIS-2016 480p "
+    "sequences (bmx-trees, breakdance, car-roundabout, paragliding-launch; JPEG). "
+    "No evaluation image was used for training or tuning."
 )
+DATA_NOTES = {
+    "rvrt-denoise-small": (
+        "../shared/data/train (the folder beside the repository) only: the 12 DAVIS-2016 480p sequences (JPEG), "
+        "the 158 photographs of stills/ and the 12 Urban100 HR images (clips made by a synthetic camera). "
+        "No evaluation image or clip was used for training or tuning."
+    ),
+}
 NOTES = {
     "swinir-x2-small": (
         "LR = MATLAB-compatible bicubic /2 (antialiased, 8-bit rounding after each pass; bit-exact against the Set5 "
@@ -41,20 +48,27 @@ NOTES = {
         "restart at the rate the longer schedule has at step 420)."
     ),
     "rvrt-denoise-small": (
-        "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map, sigma ~ U[0, 50] per clip. "
-        "SpyNet could not be pretrained here (no optical-flow data or weights): its last convolution per level is "
-        "zeroed and it is frozen, so it predicts exactly zero flow (training skips it, which is exact) and the "
-        "guided deformable attention learns its own offsets. SpyNet weights are stored (official layout) but carry "
-        "no information. num_blocks [1, 1, 1] (official [1, 2, 1]) and an ungrouped reconstruction input "
-        "convolution (inputconv_groups[5] = 1; official 4). Start point (vsnystra/training/rvrt_init.py): the two "
-        "stride-2 convolutions are an exact 4x4 space-to-depth into the 48 channels, the LayerNorms are kept "
-        "near-linear by a +-3 anchor pattern, every residual transformer block starts as the identity and the "
-        "upsampler inverts the space-to-depth, so the untrained network is already a box-filter blend "
-        "x - 0.5 (x - blockmean4x4(x)) (22.1 -> 27.2 dB at sigma 20 on a 128 px DAVIS training crop); from the "
-        "stock initialisation every earlier CPU run stayed at output = input (the features live at 1/4 "
-        "resolution and carry no full-resolution detail until learned). Clips come from the 4 DAVIS sequences only "
-        "(the Urban100 stills are not sequences). The first 450 steps ran on a 2000-step schedule, which was then "
-        "shortened to 1200 steps to end within the session (the rate stepped from 1.8e-4 to 1.4e-4 at step 450)."
+        "Non-blind video denoiser: input = 3 noisy channels + a constant sigma/255 map; sigma ~ U[0, 50] per clip, "
+        "and for 10 % of clips U[0, 2] (told there is no noise, the model must hand its input back). SpyNet could "
+        "not be pretrained here (no optical-flow data or weights): its last convolution per level is zeroed and "
+        "it is frozen, so it predicts exactly zero flow (training skips it, which is exact) and the guided "
+        "deformable attention learns its own offsets; SpyNet weights are stored (official layout) but carry no "
+        "information. num_blocks [1, 1, 1] (official [1, 2, 1]) and ungrouped input convolutions in the four "
+        "backbones and the reconstruction (inputconv_groups [1, 1, 1, 1, 1, 1]; official [1, 3, 4, 6, 8, 4]). "
+        "Clips: 6 frames, half from the 12 DAVIS sequences, half from the stills moved by a synthetic camera "
+        "(sub-pixel pans up to 2 px/frame, zooms up to 1 %/frame, rotations up to 0.25 deg/frame; 20 % static; "
+        "vsnystra/training/motion.py). The first release (space-to-depth start, vsnystra/training/rvrt_init.py) "
+        "ignored time: its propagation branches entered the reconstruction through weights that had stayed near "
+        "zero (norm 0.24-0.39 against 7.1 for the single-frame path) and carried misaligned neighbours that cost "
+        "1.1 dB on moving training clips. This release starts from that file rewired by "
+        "vsnystra/training/rvrt_temporal.py: each alignment module returns the previous clip at the same place, "
+        "each backbone passes its freshest input on, and the reconstruction reads the branches as (past - "
+        "present), which leaves the output of the single-frame path unchanged; training-time mixing gates "
+        "(folded into the weights on export) then learn how much of the aligned past each branch blends in. The "
+        "fine-tuning leg ran its first 200 steps towards a peak rate of 5e-5; the quality on DAVIS training clips "
+        "fell, so it resumed from step 200 at 1.5e-5 (the rate below); the backbones' input convolutions train at "
+        "10x and the mixing gates at 40x that rate. The checkpoint of step 750 was chosen on DAVIS training clips "
+        "(camel, bmx-trees, car-roundabout)."
     ),
 }
 
@@ -74,6 +88,11 @@ PRIOR_RELEASES: dict[str, tuple[int, float, str]] = {
         1200,
         63.7,
         "rvrt-denoise-small of session 2 (a shared 2-core CPU, 1 thread)",
+    ),
+    "7199e5e39def968d7c0a3bcb1f2c998dbe18f3051d723c00e4a6975b5eac7156": (
+        2741,
+        155.7,
+        "rvrt-denoise-small of sessions 2-3 (two legs on a shared 2-core CPU, 1 thread)",
     ),
 }
 
@@ -117,7 +136,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
     lines = [
         f"# {name}",
         "",
-        f"Bundled default of `core.nystra.{FILTERS[preset.arch]}`: "
+        f"Bundled default of `core.nystra.{architecture(preset.arch).filter_name}`: "
         f"{preset.arch} architecture in the official checkpoint layout, trained by this project "
         f"(`python -m vsnystra.training --model {name}`). Loads with `vsnystra.load_model`.",
         "",
@@ -130,7 +149,7 @@ def card(name: str, run: Path, pth: Path, table: Path) -> str:
         "",
         "## Training",
         "",
-        f"- data: {DATA_NOTE}",
+        f"- data: {DATA_NOTES.get(name, DATA_NOTE)}",
         f"- {NOTES.get(name, '')}",
         f"- patches: {recipe['patch']} px{' (LR)' if preset.task == 'sr' else ''}, batch {recipe['batch']}"
         + (f", {recipe['frames']}-frame clips" if preset.task == "video_denoise" else "")
@@ -159,7 +178,7 @@ def iteration_lines(st: dict[str, Any]) -> list[str]:
         f"- iterations: {steps + st['step']} in all, {total_min:.1f} min of one CPU thread (no GPU): {steps} steps "
         f"({minutes:.1f} min) of the earlier release, the {what}, then a fine-tuning leg from that file "
         f"({init['file']}, sha256 {init['sha256'][:12]}…, fresh optimizer, warm-up and cosine decay): {leg}, "
-        "1 thread on a 2-core CPU with one other training beside it"
+        "1 thread on a shared 2-core CPU"
     ]
 
 
@@ -198,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         index[name] = {
             "file": pth.name,
             "arch": preset.arch,
-            "task": TASKS[preset.arch],
+            "task": preset.task.removeprefix("video_"),  # zoo tasks name what is restored, not the data
             "sha256": sha256(pth),
             "card": f"{name}.md",
         }

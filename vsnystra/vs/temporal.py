@@ -18,14 +18,13 @@ Why it is built this way:
 from __future__ import annotations
 
 import logging
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import partial
 
 import torch
 import vapoursynth as vs
 
+from vsnystra.lru import LRU
 from vsnystra.runtime.video import blend as average
 from vsnystra.runtime.video import chunk_plan
 
@@ -95,36 +94,19 @@ class ChunkCache:
         if capacity < 1:
             raise ValueError(f"ChunkCache: capacity must be >= 1, got {capacity}")
         self.capacity = capacity
-        self._lock = threading.Lock()
-        self._results: OrderedDict[Span, torch.Tensor] = OrderedDict()
-        self._locks: dict[Span, threading.Lock] = {}
+        self._results: LRU[Span, torch.Tensor] = LRU(capacity)
         self.computed: list[Span] = []  # every computation, in order (tests check "once")
 
     def get(self, span: Span, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        with self._lock:
-            hit = self._results.get(span)
-            if hit is not None:
-                self._results.move_to_end(span)
-                return hit
-            lock = self._locks.setdefault(span, threading.Lock())
-        with lock:
-            with self._lock:
-                hit = self._results.get(span)
-                if hit is not None:
-                    self._results.move_to_end(span)
-                    return hit
+        def record() -> torch.Tensor:
             result = compute()
-            with self._lock:
-                self.computed.append(span)
-                self._results[span] = result
-                while len(self._results) > self.capacity:
-                    self._results.popitem(last=False)
-                self._locks.pop(span, None)
+            self.computed.append(span)
             return result
 
+        return self._results.get_or_create(span, record)
+
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._results)
+        return len(self._results)
 
 
 class TemporalRestorer:

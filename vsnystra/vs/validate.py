@@ -1,22 +1,20 @@
-"""Argument and clip validation for the nystra.* filters, done before any model is loaded.
+"""Clip validation for the nystra.* filters, and the filters' error type.
 
 Why a module of its own: every check must run before heavy work and every error must name the function and the
-fix, so the rules live in one place and tests can walk each error path.
+fix. The options the filters share with the command line are checked by :mod:`vsnystra.runtime.settings` (one set of
+rules and messages for both front ends); this module adds what only a filter has (the clip) and turns settings
+errors into :class:`FilterError`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, Literal
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import vapoursynth as vs
 
-from vsnystra.attention.defaults import FRONT_END_PINV_INIT
-from vsnystra.attention.specs import AttentionSpec, Exact, PnPNystra
-
-ATTENTION_CHOICES = ("nystra", "exact", "auto")
+from vsnystra.runtime.settings import SettingsError
 
 
 class FilterError(vs.Error, ValueError):
@@ -28,18 +26,13 @@ def fail(func: str, message: str) -> FilterError:
     return FilterError(f"nystra.{func}: {message}")
 
 
-def as_text(func: str, name: str, value: Any) -> str | None:
-    """VapourSynth hands ``data`` arguments over as str or bytes; accept both (and None for "not given")."""
-    if value is None:
-        return None
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        try:
-            return bytes(value).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise fail(func, f"{name} must be UTF-8 text, got undecodable bytes") from exc
-    if isinstance(value, str):
-        return value
-    raise fail(func, f"{name} must be a string, got {type(value).__name__} {value!r}")
+@contextlib.contextmanager
+def filter_errors() -> Iterator[None]:
+    """Re-raise the settings resolver's errors (already named ``nystra.<func>: ...``) as FilterError."""
+    try:
+        yield
+    except SettingsError as exc:
+        raise FilterError(str(exc)) from None
 
 
 def _conversion_hint(fmt: vs.VideoFormat, half: bool) -> str:
@@ -79,93 +72,3 @@ def check_clip(func: str, clip: Any, *, allow_gray: bool = False, min_frames: in
     if clip.num_frames < min_frames:
         raise fail(func, f"clip must have at least {min_frames} frame(s), got {clip.num_frames}")
     return fmt.bits_per_sample == 16
-
-
-def check_int(func: str, name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(func, f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum:
-        raise fail(func, f"{name} must be >= {minimum}, got {value}")
-    if maximum is not None and value > maximum:
-        raise fail(func, f"{name} must be <= {maximum}, got {value}")
-    return int(value)
-
-
-def check_ints(
-    func: str, name: str, value: Any, *, lengths: Sequence[int], minimum: int = 1, hint: str = ""
-) -> tuple[int, ...]:
-    """An int[] argument (VapourSynth passes a list; a bare int is accepted as a one-element list)."""
-    items = [value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(items, (list, tuple)):
-        raise fail(func, f"{name} must be a list of integers, got {type(value).__name__} {value!r}{hint}")
-    if len(items) not in lengths:
-        want = " or ".join(str(n) for n in lengths)
-        raise fail(func, f"{name} must have {want} value(s), got {len(items)}: {list(items)!r}{hint}")
-    return tuple(check_int(func, name, v, minimum=minimum) for v in items)
-
-
-def check_sigma(func: str, sigma: Any) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
-        raise fail(func, f"sigma must be a number (noise level on the 0-255 scale), got {sigma!r}")
-    value = float(sigma)
-    if not math.isfinite(value) or value < 0 or value > 255:
-        raise fail(func, f"sigma must be between 0 and 255 (noise level on the 0-255 scale), got {sigma!r}")
-    return value
-
-
-def attention_spec(
-    func: str,
-    attention: Any,
-    landmarks: Any,
-    iters: Any,
-    *,
-    default_landmarks: int,
-    default_iters: int,
-    threshold: float | None,
-) -> tuple[str, AttentionSpec]:
-    """Map the filter's attention/landmarks/iters to an attention spec (landmarks/iters only with Nyström)."""
-    name = (as_text(func, "attention", attention) or "auto").strip().lower()
-    if name not in ATTENTION_CHOICES:
-        raise fail(func, f"attention must be one of {', '.join(map(repr, ATTENTION_CHOICES))}, got {name!r}")
-    if name == "exact":
-        for arg, val in (("landmarks", landmarks), ("iters", iters)):
-            if val is not None:
-                raise fail(func, f'{arg} only applies to attention="nystra" or "auto"; drop it or change attention')
-        return name, Exact()
-    m = default_landmarks if landmarks is None else check_int(func, "landmarks", landmarks, minimum=1)
-    k = default_iters if iters is None else check_int(func, "iters", iters, minimum=0, maximum=64)
-    policy: Literal["always", "auto"] = "always" if name == "nystra" else "auto"
-    return name, PnPNystra(landmarks=m, iters=k, threshold=threshold, pinv_init=FRONT_END_PINV_INIT, policy=policy)
-
-
-def resolve_model_path(func: str, model: Any) -> Path:
-    """A checkpoint path from ``model`` (zoo name or file path), or the bundled default when model is not given."""
-    text = as_text(func, "model", model)
-    try:
-        from vsnystra import zoo
-    except ImportError:
-        zoo = None  # type: ignore[assignment]
-    given = text is not None and bool(text.strip())
-    if not given:
-        default = getattr(zoo, "DEFAULT_MODELS", {}).get(func) if zoo is not None else None
-        if default is None:
-            raise fail(func, "no bundled default model is available; pass model='/path/to/checkpoint.pth'")
-        text = str(default)
-    assert text is not None
-    text = text.strip()
-    if zoo is not None and hasattr(zoo, "resolve_model"):
-        try:
-            path = Path(zoo.resolve_model(text))
-        except (FileNotFoundError, KeyError, ValueError, LookupError) as exc:
-            if not given:
-                raise fail(
-                    func,
-                    f"the bundled default model {text!r} is not available ({exc}); "
-                    "pass model='/path/to/checkpoint.pth' or a downloaded model name",
-                ) from exc
-            raise fail(func, f"model {text!r} not found ({exc}); pass a checkpoint path or a model zoo name") from exc
-    else:
-        path = Path(text).expanduser()
-    if not path.is_file():
-        raise fail(func, f"model {text!r}: no such checkpoint file {str(path)!r}; pass an existing .pth path")
-    return path

@@ -1,12 +1,7 @@
-"""Official upstream checkpoints: the catalogue, the per-user cache, and a resumable, verified download.
+"""Resumable, verified download of official checkpoints into the per-user cache, and import of hand-fetched ones.
 
-Why a catalogue of our own: the filters and the CLI accept short names ("rvrt-denoise-davis") and the
-download must know where each file lives, its upstream file name, and what to check after the transfer.
-No upstream publishes sha256 sums; we store None and verify whatever is known (sha256, exact size).
-
-Environment overrides (tests point them at a temporary folder and a loopback server):
-    VSNYSTRA_WEIGHTS_DIR        cache folder (default: platformdirs user_cache_path("vsnystra")/weights)
-    VSNYSTRA_WEIGHTS_BASE_URL   replaces the release folder: URL = BASE_URL + "/" + file name
+No upstream publishes sha256 sums; we verify whatever the catalogue knows (sha256, exact size) and log the sha256
+of every file received so users can report it.
 """
 
 from __future__ import annotations
@@ -22,194 +17,13 @@ import urllib.error
 import urllib.request
 import urllib.response
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+from vsnystra.zoo.official import OfficialWeights, official, weights_dir
 
 log = logging.getLogger(__name__)
 
-Arch = Literal["swinir", "uformer", "rvrt"]
-
-_SWINIR_RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0"
-_RVRT_RELEASE = "https://github.com/JingyunLiang/RVRT/releases/download/v0.0"
-_UFORMER_SOURCE = "https://github.com/ZhendongWang6/Uformer (README: OneDrive/SharePoint links)"
-
-WEIGHTS_DIR_ENV = "VSNYSTRA_WEIGHTS_DIR"
-BASE_URL_ENV = "VSNYSTRA_WEIGHTS_BASE_URL"
 _CHUNK = 1 << 16
-
-
-@dataclass(frozen=True)
-class OfficialWeights:
-    """One published checkpoint. ``release`` is None where no stable direct URL exists (Uformer)."""
-
-    name: str
-    arch: Arch
-    task: str
-    file: str
-    release: str | None
-    licence: str
-    approx_mb: float
-    sha256: str | None = None
-    size: int | None = None  # exact byte size, where published
-    note: str = ""
-
-    @property
-    def url(self) -> str | None:
-        """Download URL, honouring VSNYSTRA_WEIGHTS_BASE_URL; None when the file must be fetched by hand."""
-        base = os.environ.get(BASE_URL_ENV)
-        if self.release is None:
-            return None
-        return f"{(base or self.release).rstrip('/')}/{self.file}"
-
-    @property
-    def source(self) -> str:
-        return self.release or _UFORMER_SOURCE
-
-
-def _catalogue() -> dict[str, OfficialWeights]:
-    out: list[OfficialWeights] = []
-    sw, lic_sw = _SWINIR_RELEASE, "Apache-2.0"
-    for s, mb in zip((2, 3, 4, 8), (67.1, 67.8, 67.6, 68.2), strict=True):
-        out.append(
-            OfficialWeights(
-                f"swinir-classical-x{s}",
-                "swinir",
-                "sr",
-                f"001_classicalSR_DF2K_s64w8_SwinIR-M_x{s}.pth",
-                sw,
-                lic_sw,
-                mb,
-            )
-        )
-    for s, mb in zip((2, 3, 4, 8), (58.8, 59.6, 59.4, 60.0), strict=True):
-        out.append(
-            OfficialWeights(
-                f"swinir-classical-div2k-x{s}",
-                "swinir",
-                "sr",
-                f"001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth",
-                sw,
-                lic_sw,
-                mb,
-            )
-        )
-    for s in (2, 3, 4):
-        out.append(
-            OfficialWeights(
-                f"swinir-lightweight-x{s}",
-                "swinir",
-                "sr",
-                f"002_lightweightSR_DIV2K_s64w8_SwinIR-S_x{s}.pth",
-                sw,
-                lic_sw,
-                17.0,
-            )
-        )
-    real = "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M"
-    out.append(
-        OfficialWeights("swinir-realsr-x4-gan", "swinir", "sr", f"{real}_x4_GAN.pth", sw, lic_sw, 67.1, size=67_129_861)
-    )
-    out.append(OfficialWeights("swinir-realsr-x4-psnr", "swinir", "sr", f"{real}_x4_PSNR.pth", sw, lic_sw, 67.1))
-    out.append(OfficialWeights("swinir-realsr-x2-gan", "swinir", "sr", f"{real}_x2_GAN.pth", sw, lic_sw, 67.1))
-    out.append(
-        OfficialWeights(
-            "swinir-realsr-large-x4-gan",
-            "swinir",
-            "sr",
-            "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth",
-            sw,
-            lic_sw,
-            133.7,
-        )
-    )
-    for n in (15, 25, 50):
-        out.append(
-            OfficialWeights(
-                f"swinir-graydn-{n}",
-                "swinir",
-                "denoise",
-                f"004_grayDN_DFWB_s128w8_SwinIR-M_noise{n}.pth",
-                sw,
-                lic_sw,
-                122.7,
-            )
-        )
-        out.append(
-            OfficialWeights(
-                f"swinir-colordn-{n}",
-                "swinir",
-                "denoise",
-                f"005_colorDN_DFWB_s128w8_SwinIR-M_noise{n}.pth",
-                sw,
-                lic_sw,
-                122.7,
-            )
-        )
-    for q in (10, 20, 30, 40):
-        out.append(
-            OfficialWeights(
-                f"swinir-car-jpeg{q}", "swinir", "car", f"006_CAR_DFWB_s126w7_SwinIR-M_jpeg{q}.pth", sw, lic_sw, 102.6
-            )
-        )
-        out.append(
-            OfficialWeights(
-                f"swinir-colorcar-jpeg{q}",
-                "swinir",
-                "car",
-                f"006_colorCAR_DFWB_s126w7_SwinIR-M_jpeg{q}.pth",
-                sw,
-                lic_sw,
-                102.7,
-            )
-        )
-    rv, lic_rv = _RVRT_RELEASE, "CC-BY-NC-4.0"
-    rvrt = (
-        ("rvrt-sr-reds", "sr", "001_RVRT_videosr_bi_REDS_30frames.pth", 45.4),
-        ("rvrt-sr-vimeo-bi", "sr", "002_RVRT_videosr_bi_Vimeo_14frames.pth", 45.4),
-        ("rvrt-sr-vimeo-bd", "sr", "003_RVRT_videosr_bd_Vimeo_14frames.pth", 45.4),
-        ("rvrt-deblur-dvd", "deblur", "004_RVRT_videodeblurring_DVD_16frames.pth", 56.5),
-        ("rvrt-deblur-gopro", "deblur", "005_RVRT_videodeblurring_GoPro_16frames.pth", 56.5),
-        ("rvrt-denoise-davis", "denoise", "006_RVRT_videodenoising_DAVIS_16frames.pth", 53.4),
-    )
-    for name, task, file, mb in rvrt:
-        out.append(OfficialWeights(name, "rvrt", task, file, rv, lic_rv, mb))
-    manual = "no stable direct URL: download Uformer_B.pth from the README link by hand, then `vsnystra weights import`"
-    out.append(
-        OfficialWeights("uformer-b-sidd", "uformer", "denoise", "Uformer_B_SIDD.pth", None, "MIT", 584.0, note=manual)
-    )
-    out.append(
-        OfficialWeights("uformer-b-gopro", "uformer", "deblur", "Uformer_B_GoPro.pth", None, "MIT", 584.0, note=manual)
-    )
-    return {w.name: w for w in out}
-
-
-OFFICIAL: dict[str, OfficialWeights] = _catalogue()
-
-
-def weights_dir() -> Path:
-    """The per-user folder holding downloaded official checkpoints (not created here)."""
-    env = os.environ.get(WEIGHTS_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_path("vsnystra")) / "weights"
-
-
-def cached_path(name: str) -> Path:
-    """Where the official checkpoint ``name`` lives once downloaded (it may not exist)."""
-    return weights_dir() / official(name).file
-
-
-def official(name: str) -> OfficialWeights:
-    """Catalogue entry for ``name``; the error lists the known names."""
-    try:
-        return OFFICIAL[name]
-    except KeyError:
-        known = ", ".join(sorted(OFFICIAL))
-        raise KeyError(f"vsnystra.weights: unknown official checkpoint {name!r}; known names: {known}") from None
-
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes done, total bytes or None) while a download runs."""

@@ -1,4 +1,5 @@
-"""Linear/convolution followed by GELU in one oneDNN call on CPU inference, and linear layers through oneDNN.
+"""The layers the architectures share: linear/convolution + GELU fused on CPU inference, linear layers through
+oneDNN, the MLP, and RVRT's Conv3d-as-Conv2d and permute layers.
 
 GELU over a (tokens, 4·C) activation is memory-bound: unfused, the linear writes the activation, GELU reads it and
 writes another one. oneDNN applies the GELU (exact erf form) to each output tile while it is in cache, which made a
@@ -131,3 +132,47 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(linear_gelu(x, self.fc1))
+
+
+class Permute(nn.Module):
+    """Parameter-free stand-in for einops Rearrange: keeps upstream's Sequential indices (state-dict keys)."""
+
+    def __init__(self, *dims: int) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(*self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class FrameConv3d(nn.Conv3d):
+    """Conv3d whose temporal kernel is 1, computed as one Conv2d over all frames.
+
+    PyTorch's CPU Conv3d runs (1, k, k) kernels through ``slow_conv3d`` (im2col + GEMM, no oneDNN), 2-8x slower
+    than Conv2d on the same data. Parameters keep Conv3d's names and 5-D shapes, so official checkpoints load
+    unchanged; only the computation differs (same sums in another order, ~1e-6 relative). Autograd flows to the
+    5-D weight through the ``weight[:, :, 0]`` view.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.dim() != 5
+            or self.kernel_size[0] != 1
+            or self.stride[0] != 1
+            or isinstance(self.padding, str)
+            or self.padding[0] != 0
+            or self.padding_mode != "zeros"
+        ):
+            return super().forward(x)
+        n, c, t, h, w = x.shape
+        # (n, c, t, h, w) is usually a transposed view of (n, t, c, h, w): then this reshape is free
+        y = self.frames(x.transpose(1, 2).reshape(n * t, c, h, w))
+        return y.view(n, t, *y.shape[1:]).transpose(1, 2)
+
+    def frames(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution on (N, C, H, W) frames (temporal kernel 1, zero padding)."""
+        pad = self.padding[1:] if not isinstance(self.padding, str) else self.padding
+        return F.conv2d(x, self.weight[:, :, 0], self.bias, self.stride[1:], pad, self.dilation[1:], self.groups)

@@ -1,0 +1,175 @@
+"""The settings resolver: the filters and `vsnystra restore` reject the same bad settings with the same words, and
+a bundled model's zoo defaults apply to both front ends unless the user sets the option."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import vapoursynth as vs
+
+from vsnystra.archs.registry import architecture
+from vsnystra.cli import main as cli_main
+from vsnystra.cli import model as cli_model
+from vsnystra.runtime import settings as S
+from vsnystra.vs import filters
+
+REPO = Path(__file__).resolve().parents[1]
+PARITY = REPO.parent / "shared" / "fixtures" / "parity"
+RVRT_DN = PARITY / "rvrt_denoise_small.pth"
+RVRT_SR = PARITY / "rvrt_sr_small.pth"
+SWINIR = PARITY / "swinir_classical_x2.pth"
+core = vs.core
+
+needs_fixtures = pytest.mark.skipif(not RVRT_DN.is_file(), reason="../shared/fixtures/parity is missing")
+
+# (filter keywords, the same setting on the command line)
+BAD = [
+    ({"sigma": -1.0}, ["--sigma", "-1"]),
+    ({"sigma": "loud"}, ["--sigma", "loud"]),
+    ({"window": [2, "x"]}, ["--window", "2,x"]),
+    ({"window": [2, 2, 64, 64]}, ["--window", "2,2,64,64"]),
+    ({"attention": "naive"}, ["--attention", "naive"]),
+    ({"attention": "pnp"}, ["--attention", "pnp"]),
+    ({"attention": "exact", "landmarks": 16}, ["--attention", "exact", "--landmarks", "16"]),
+    ({"iters": 65}, ["--iters", "65"]),
+    ({"iters": 2.5}, ["--iters", "2.5"]),
+    ({"landmarks": 0}, ["--landmarks", "0"]),
+    ({"tile": [8, 8]}, ["--tile", "8x8"]),
+    ({"tile": [60, 64]}, ["--tile", "60x64"]),
+    ({"tile": [64, 64], "tile_overlap": [32]}, ["--tile", "64x64", "--tile-overlap", "32"]),
+    ({"chunk": 7}, ["--chunk", "7"]),
+    ({"chunk": 4, "chunk_overlap": 4}, ["--chunk", "4", "--chunk-overlap", "4"]),
+    ({"device": "gpu"}, ["--device", "gpu"]),
+]
+
+
+def _filter_message(model: Path, kwargs: dict[str, object]) -> str:
+    clip = core.std.BlankClip(format=vs.RGBS, width=136, height=136, length=2)
+    with pytest.raises(vs.Error) as info:
+        filters.RVRT(clip, model=str(model), **kwargs)
+    text = str(info.value)
+    assert text.startswith("nystra.RVRT: "), text
+    return text.removeprefix("nystra.RVRT: ")
+
+
+def _cli_message(model: Path, flags: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> str:
+    src = tmp_path / "in.mkv"
+    src.write_bytes(b"")  # never decoded: the settings are refused first
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="vsnystra"):
+        rc = cli_main.main(["restore", str(src), "-o", str(tmp_path / "out"), "--model", str(model), *flags])
+    assert rc == cli_main.EXIT_USAGE
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("vsnystra restore: "), errors
+    return errors[0].removeprefix("vsnystra restore: ")
+
+
+@needs_fixtures
+@pytest.mark.parametrize(("kwargs", "flags"), BAD, ids=[" ".join(f) for _, f in BAD])
+def test_filter_and_cli_reject_the_same_settings_with_the_same_words(
+    kwargs: dict[str, object], flags: list[str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_filter = _filter_message(RVRT_DN, kwargs)
+    from_cli = _cli_message(RVRT_DN, flags, tmp_path, caplog)
+    assert from_filter == from_cli
+
+
+@needs_fixtures
+def test_sigma_for_a_model_without_one_is_refused_in_the_same_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_filter = _filter_message(RVRT_SR, {"sigma": 5.0, "device": "cpu"})
+    from_cli = _cli_message(RVRT_SR, ["--sigma", "5", "--device", "cpu"], tmp_path, caplog)
+    assert from_filter == from_cli
+    assert "sigma only applies to non-blind denoising models" in from_cli and "drop --sigma" in from_cli
+
+
+def test_the_command_line_reads_values_as_the_filters_receive_them() -> None:
+    args = cli_main.build_parser().parse_args(
+        ["restore", "x.mkv", "--window", "2,64,64", "--tile", "256x128", "--sigma", "7.5", "--iters", "3"]
+    )
+    options = cli_model.model_options(args)
+    assert options.window == [2, 64, 64] and options.tile == [256, 128]
+    assert options.sigma == 7.5 and options.iters == 3 and options.attention is None
+
+
+# ---------------------------------------------------------------- model-trained defaults
+
+
+@pytest.fixture
+def zoo_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A models folder with one bundled RVRT (a copy of the fixture) that carries chunk defaults."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copyfile(RVRT_DN, models / "tiny-rvrt.pth")
+    index = {"tiny-rvrt": {"file": "tiny-rvrt.pth", "arch": "rvrt", "defaults": {"chunk": 6, "chunk_overlap": 1}}}
+    (models / "zoo.json").write_text(json.dumps(index))
+    monkeypatch.setenv("VSNYSTRA_MODELS_DIR", str(models))
+    return models
+
+
+@needs_fixtures
+def test_bundled_defaults_apply_when_the_user_leaves_the_option_unset(zoo_with_defaults: Path) -> None:
+    rvrt = architecture("rvrt")
+    by_name = S.resolve("t", S.Options(model="tiny-rvrt"), arch=rvrt)
+    assert (by_name.chunk, by_name.chunk_overlap) == (6, 1)
+    by_path = S.resolve("t", S.Options(model=str(zoo_with_defaults / "tiny-rvrt.pth")))  # detected, same file
+    assert by_path.arch is rvrt and (by_path.chunk, by_path.chunk_overlap) == (6, 1)
+    explicit = S.resolve("t", S.Options(model="tiny-rvrt", chunk=8), arch=rvrt)
+    assert (explicit.chunk, explicit.chunk_overlap) == (8, 1)  # the explicit argument wins, the rest still applies
+    other = S.resolve("t", S.Options(model=str(RVRT_DN)), arch=rvrt)  # not a bundled model: the runtime's defaults
+    assert (other.chunk, other.chunk_overlap, other.tile_overlap) == (16, 2, 20)
+
+
+@needs_fixtures
+def test_bundled_defaults_reach_the_filter_and_the_cli(
+    zoo_with_defaults: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = core.std.BlankClip(format=vs.RGBS, width=136, height=136, length=8)
+    _, restorer = filters.rvrt_with_restorer(clip, "tiny-rvrt", device="cpu")
+    assert (restorer.chunk, restorer.overlap) == (6, 1)
+    _, restorer = filters.rvrt_with_restorer(clip, "tiny-rvrt", device="cpu", chunk=4, chunk_overlap=2)
+    assert (restorer.chunk, restorer.overlap) == (4, 2)
+
+    seen: dict[str, object] = {}
+
+    def fake_restore_video(model: object, frames: object, **kwargs: object) -> list[np.ndarray]:
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(cli_model, "restore_video", fake_restore_video)
+    args = cli_main.build_parser().parse_args(["restore", "x.mkv", "--model", "tiny-rvrt", "--device", "cpu"])
+    loaded = cli_model.load(cli_model.model_options(args))
+    assert list(loaded.restorer(iter([]))) == []
+    assert (seen["chunk"], seen["chunk_overlap"], seen["sigma"]) == (6, 1, architecture("rvrt").default_sigma)
+
+
+def test_unknown_zoo_default_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "m.pth").write_bytes(b"x")
+    (tmp_path / "zoo.json").write_text(json.dumps({"m": {"file": "m.pth", "defaults": {"colour": "red"}}}))
+    monkeypatch.setenv("VSNYSTRA_MODELS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match=r"unknown option\(s\) \['colour'\]"):
+        S.resolve("t", S.Options(model="m"), arch=architecture("rvrt"))
+
+
+def test_the_real_bundled_rvrt_runs_with_its_zoo_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VSNYSTRA_MODELS_DIR", raising=False)
+    zoo = json.loads((REPO / "models" / "zoo.json").read_text(encoding="utf-8"))
+    rvrt = architecture("rvrt")
+    defaults = zoo[rvrt.default_model].get("defaults", {})
+    want = (defaults.get("chunk", 16), defaults.get("chunk_overlap", 2))
+    s = S.resolve("t", S.Options(), arch=rvrt)  # the filter's default model
+    assert s.model_path.name == zoo[rvrt.default_model]["file"]
+    assert (s.chunk, s.chunk_overlap) == want
+    assert S.resolve("t", S.Options(chunk=10), arch=rvrt).chunk == 10
+    clip = core.std.BlankClip(format=vs.RGBS, width=136, height=136, length=8)
+    _, restorer = filters.rvrt_with_restorer(clip, device="cpu")
+    assert (restorer.chunk, restorer.overlap) == want
+    args = cli_main.build_parser().parse_args(["restore", "x.mkv"])
+    cli = S.resolve(cli_model.CALLER, cli_model.model_options(args))  # the CLI's default model
+    assert cli.model_path == s.model_path and (cli.chunk, cli.chunk_overlap) == want
