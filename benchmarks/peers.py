@@ -224,12 +224,11 @@ class Run:
         for hr_path in hrs:
             lr = L.read_rgb(a.data / "images" / dataset / "LR_bicubic" / "X2" / f"{hr_path.stem}x2.png")
             hr = L.read_rgb(hr_path)[:, : lr.shape[1] * 2, : lr.shape[2] * 2]
-            if a.image_crop:
-                lr = L.centre_crop(lr, a.image_crop // 2)
-                top, left = [
-                    (n - c) // 2 * 2 for n, c in zip(hr.shape[1:], (lr.shape[1] * 2, lr.shape[2] * 2), strict=True)
-                ]
-                hr = hr[:, top : top + lr.shape[1] * 2, left : left + lr.shape[2] * 2]
+            if a.image_crop:  # the LR crop's centre, and the HR pixels it covers
+                (h, w), c = lr.shape[1:], a.image_crop // 2
+                top, left = (h - min(c, h)) // 2, (w - min(c, w)) // 2
+                lr = lr[:, top : top + min(c, h), left : left + min(c, w)]
+                hr = hr[:, 2 * top : 2 * (top + lr.shape[1]), 2 * left : 2 * (left + lr.shape[2])]
             pairs.append((torch.from_numpy(lr), torch.from_numpy(hr)))
         col = f"{dataset} ×2"
         items = f"first {len(hrs)}" if a.limit else f"all {len(hrs)}"
@@ -299,7 +298,7 @@ def render_table(table: Table, unit: str) -> list[str]:
     ]
     for method, cells in table.items():
         row = [f"{cells[c].psnr:.2f} / {cells[c].ssim:.4f}" if c in cells else "-" for c in columns]
-        timed = [c for c in cells.values() if c.cpu > 0]
+        timed = [c for c in cells.values() if c.wall > 0]
         secs = "-"
         if timed:
             secs = f"{np.mean([c.cpu for c in timed]):.3g} ({np.mean([c.wall for c in timed]):.3g})"

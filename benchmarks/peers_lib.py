@@ -193,36 +193,24 @@ def ffmpeg_filter(frames: np.ndarray, vf: str, depth: int = 32) -> np.ndarray:
 # ---------------------------------------------------------------- the classical peers and their fixed strengths
 
 NLMEANS_PATCH, NLMEANS_RESEARCH = 7, 15  # ffmpeg's defaults
-STRENGTH_FACTORS = (0.5, 1.0, 2.0)  # each ffmpeg filter at its formula's strength, half and double, all reported
+# Strength per unit of sigma (levels of 255), chosen by benchmarks/peers_calibrate.py on DAVIS training clips (never
+# on the evaluation sets); results/peers_calibration.md holds its table.
+NLMEANS_K = 0.75  # ffmpeg nlmeans s = K sigma (weight exp(-patch SSD / (10 s)^2)), clamped to the filter's [1, 30]
+HQDN3D_K = 2.0  # hqdn3d spatial = K sigma (difference at which its blend weight falls to 1/4), temporal 1.5x that
+OPENCV_K = 0.5  # OpenCV NLM h = hColor = K sigma
 
 
-def nlmeans_strength(sigma: float, factor: float = 1.0) -> float:
-    """ffmpeg nlmeans ``s``: weight = exp(-SSD / (10 s)^2) over a p x p patch; two noise-only copies of a patch have
-    SSD 2 p^2 sigma^2 on average, so s = sigma p sqrt(2) / 10 gives them weight 1/e. Clamped to the filter's [1, 30].
-    """
-    return float(min(30.0, max(1.0, factor * sigma * NLMEANS_PATCH * math.sqrt(2.0) / 10.0)))
-
-
-def hqdn3d_strengths(sigma: float, factor: float = 1.0) -> tuple[float, float]:
-    """hqdn3d (spatial, temporal): spatial = sigma (the pixel difference, in levels, at which the filter's blend
-    weight falls to 1/4), temporal = 1.5 x spatial (the filter's default ratio 6:4); same on all three planes."""
-    spatial = factor * sigma
-    return float(spatial), float(1.5 * spatial)
-
-
-def nlmeans_vf(s: float) -> str:
+def nlmeans_vf(sigma: float, k: float = NLMEANS_K) -> str:
+    """ffmpeg nlmeans on every plane with patch 7, research window 15 and s = k sigma in [1, 30]."""
+    s = min(30.0, max(1.0, k * sigma))
     p, r = NLMEANS_PATCH, NLMEANS_RESEARCH
     return f"nlmeans=s={s:.4g}:p={p}:pc={p}:r={r}:rc={r}"
 
 
-def hqdn3d_vf(spatial: float, temporal: float) -> str:
-    return f"hqdn3d={spatial:.4g}:{spatial:.4g}:{temporal:.4g}:{temporal:.4g}"
-
-
-def opencv_h(sigma: float) -> float:
-    """OpenCV NLM h = hColor = sigma (levels of 255): its weight is exp(-mean squared patch difference / h^2); noise
-    of sigma in RGB is about 0.75 sigma in its 8-bit L, so two noise-only patches get weight about 1/e."""
-    return float(sigma)
+def hqdn3d_vf(sigma: float, k: float = HQDN3D_K) -> str:
+    """hqdn3d with spatial = k sigma and temporal = 1.5 k sigma (the filter's default ratio 6:4) on every plane."""
+    sp, tm = k * sigma, 1.5 * k * sigma
+    return f"hqdn3d={sp:.4g}:{sp:.4g}:{tm:.4g}:{tm:.4g}"
 
 
 def cbm3d(frames: np.ndarray, sigma: float) -> np.ndarray:
@@ -243,11 +231,13 @@ def _rgbf(bgr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr.transpose(2, 0, 1)[::-1]).astype(np.float32) / 255.0
 
 
-def opencv_nlm(frames: np.ndarray, sigma: float) -> np.ndarray:
-    """cv2.fastNlMeansDenoisingColored on each frame (8-bit input: clipped and rounded), template 7, search 21."""
+def opencv_nlm(frames: np.ndarray, sigma: float, k: float = OPENCV_K) -> np.ndarray:
+    """cv2.fastNlMeansDenoisingColored, h = hColor = k sigma, on each frame (8-bit: clipped, rounded), template 7,
+    search 21."""
     import cv2
 
-    h = opencv_h(sigma)
+    cv2.setNumThreads(1)
+    h = k * sigma
     return np.stack([_rgbf(cv2.fastNlMeansDenoisingColored(_bgr8(f), None, h, h, 7, 21)) for f in frames])
 
 
@@ -262,11 +252,13 @@ def mirrored_window(index: int, length: int, window: int) -> list[int]:
     return out
 
 
-def opencv_nlm_multi(frames: np.ndarray, sigma: float, window: int = 5) -> np.ndarray:
-    """cv2.fastNlMeansDenoisingColoredMulti, temporal window 5 (ends mirrored), template 7, search 21."""
+def opencv_nlm_multi(frames: np.ndarray, sigma: float, k: float = OPENCV_K, window: int = 5) -> np.ndarray:
+    """cv2.fastNlMeansDenoisingColoredMulti, h = hColor = k sigma, temporal window 5 (ends mirrored), template 7,
+    search 21."""
     import cv2
 
-    h = opencv_h(sigma)
+    cv2.setNumThreads(1)
+    h = k * sigma
     bgr = [_bgr8(f) for f in frames]
     outs = []
     for i in range(len(bgr)):
@@ -276,24 +268,20 @@ def opencv_nlm_multi(frames: np.ndarray, sigma: float, window: int = 5) -> np.nd
 
 
 def classical_peers(video: bool, sigma: float) -> list[tuple[str, Callable[[np.ndarray], np.ndarray]]]:
-    """(label, fn(noisy frames) -> restored frames) of every classical peer at sigma; labels carry the strengths."""
-    h = opencv_h(sigma)
+    """(label, fn(noisy frames) -> restored frames) of every classical peer at sigma; labels state the formulas."""
+    cv = f"h = hColor = {OPENCV_K:g}σ, template 7, search 21"
     peers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
-        ("CBM3D frame by frame (bm3d_rgb, sigma_psd=sigma/255)", lambda x: cbm3d(x, sigma)),
+        ("CBM3D frame by frame (bm3d_rgb, sigma_psd = σ/255)", lambda x: cbm3d(x, sigma)),
     ]
-    if video:
-        peers.append(
-            (f"OpenCV fastNlMeansDenoisingColoredMulti (window 5, h={h:g})", lambda x: opencv_nlm_multi(x, sigma))
-        )
-        seen: set[str] = set()
-        for f in STRENGTH_FACTORS:
-            vf = nlmeans_vf(nlmeans_strength(sigma, f))
-            if vf not in seen:
-                seen.add(vf)
-                peers.append((f"ffmpeg {vf} (8-bit)", lambda x, vf=vf: ffmpeg_filter(x, vf, depth=8)))
-        for f in STRENGTH_FACTORS:
-            vf = hqdn3d_vf(*hqdn3d_strengths(sigma, f))
-            peers.append((f"ffmpeg {vf} (16-bit)", lambda x, vf=vf: ffmpeg_filter(x, vf, depth=16)))
-    else:
-        peers.append((f"OpenCV fastNlMeansDenoisingColored (h={h:g})", lambda x: opencv_nlm(x, sigma)))
-    return peers
+    if not video:
+        return [*peers, (f"OpenCV fastNlMeansDenoisingColored ({cv})", lambda x: opencv_nlm(x, sigma))]
+    nl, hq = nlmeans_vf(sigma), hqdn3d_vf(sigma)
+    return [
+        *peers,
+        (f"OpenCV fastNlMeansDenoisingColoredMulti (window 5, {cv})", lambda x: opencv_nlm_multi(x, sigma)),
+        (f"ffmpeg nlmeans (s = {NLMEANS_K:g}σ ≤ 30, p 7, r 15, 8-bit RGB)", lambda x: ffmpeg_filter(x, nl, depth=8)),
+        (
+            f"ffmpeg hqdn3d ({HQDN3D_K:g}σ spatial, {1.5 * HQDN3D_K:g}σ temporal, 16-bit RGB)",
+            lambda x: ffmpeg_filter(x, hq, depth=16),
+        ),
+    ]
