@@ -13,13 +13,14 @@ LR files): Y-PSNR/SSIM with a 2-pixel border crop, the project's convention (ben
 seconds per frame or image of this process and its ffmpeg children, 1 thread everywhere (torch, OpenCV, ffmpeg),
 with the wall time beside it (the CPU is shared, so wall time is only a bound).
 
-Methods, all at strengths fixed before measuring (formulas in peers_lib.py; never tuned on these sets):
-RVRT with sigma = the true sigma and chunk / chunk_overlap from the zoo.json "defaults" next to the checkpoint
-(restore_video's defaults without one; --rvrt-chunk/--rvrt-overlap override); Uformer frame by frame (blind); CBM3D
-frame by frame (bm3d_rgb, sigma_psd = sigma/255); OpenCV fastNlMeansDenoisingColored(Multi) (8-bit, h = hColor =
-sigma, template 7, search 21, temporal window 5 with mirrored ends); ffmpeg nlmeans (8-bit, s = sigma 7 sqrt(2)/10,
-p 7, r 15, on the R, G, B planes) and hqdn3d (16-bit, spatial = sigma, temporal = 1.5 sigma, all planes), each also
-at half and double that strength, all reported. Peers' results never change, so they are cached in
+Methods, all at strengths fixed before measuring Vid4 (never tuned on the evaluation sets): RVRT with sigma = the
+true sigma and chunk / chunk_overlap from the zoo.json "defaults" next to the checkpoint (restore_video's defaults
+without one; --rvrt-chunk/--rvrt-overlap override); Uformer frame by frame (blind); CBM3D frame by frame
+(bm3d_rgb, sigma_psd = sigma/255); OpenCV fastNlMeansDenoisingColored(Multi) (8-bit, h = hColor = k sigma,
+template 7, search 21, temporal window 5 with mirrored ends); ffmpeg nlmeans (8-bit, s = k sigma, p 7, r 15) and
+hqdn3d (16-bit, spatial k sigma, temporal 1.5 k sigma), both on the R, G, B planes with equal strengths. Each k was
+chosen on DAVIS training clips by benchmarks/peers_calibrate.py (results/peers_calibration.md); the formulas are in
+peers_lib.py. Peers' results never change, so they are cached in
 benchmarks/results/peers_cache.json, keyed by (dataset, item set, crop, frames, sigma, method, seed).
 """
 
@@ -45,7 +46,7 @@ sys.path[:0] = [str(ROOT), str(HERE)]
 import numpy as np  # noqa: E402
 import peers_lib as L  # noqa: E402
 import torch  # noqa: E402
-from peers_checks import Clip, checks_table, frame_psnr, run_checks  # noqa: E402
+from peers_checks import Clip, checks_table, frame_psnrs, run_checks  # noqa: E402
 
 from vsnystra.archs.registry import load_model  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
@@ -114,7 +115,7 @@ class Run:
         self.cache = Cache(args.cache)
         self.tables: dict[str, Table] = {"video": {}, "images": {}, "sr": {}}
         self.models: dict[str, torch.nn.Module] = {}
-        self.rvrt_psnr: dict[tuple[str, float, float], float] = {}
+        self.rvrt_psnr: dict[tuple[str, float, float], list[float]] = {}  # per-frame PSNR
         self.rvrt_chunk, self.rvrt_overlap = rvrt_settings(args.rvrt_model, args.rvrt_chunk, args.rvrt_overlap)
 
     def model(self, path: Path) -> torch.nn.Module:
@@ -192,7 +193,7 @@ class Run:
                 )
                 out = self.measure("video", col, label, lambda v, s=sigma: self.rvrt(v, s), [x], [clean], None)
                 if out is not None:
-                    self.rvrt_psnr[(seq, sigma, sigma)] = frame_psnr(out, clean)
+                    self.rvrt_psnr[(seq, sigma, sigma)] = frame_psnrs(out, clean)
                 self.measure("video", col, f"{a.uformer_model.stem}, frame by frame", self.uformer, [x], [clean], None)
         return clip
 
@@ -254,11 +255,11 @@ class Run:
                 self.cache.put(key, cell)
             self.put("sr", label, col, cell)
 
-    def psnr_at(self, clips: dict[str, Clip], seq: str, true: float, passed: float) -> float:
+    def psnr_at(self, clips: dict[str, Clip], seq: str, true: float, passed: float) -> list[float]:
         if (seq, true, passed) not in self.rvrt_psnr:
             clip = clips[seq]
             out = self.rvrt(clip.noisy[true], passed)
-            self.rvrt_psnr[(seq, true, passed)] = frame_psnr(out, clip.clean)
+            self.rvrt_psnr[(seq, true, passed)] = frame_psnrs(out, clip.clean)
         return self.rvrt_psnr[(seq, true, passed)]
 
 
@@ -336,10 +337,10 @@ def section(run: Run, task: str, command: str, checks: list[str]) -> str:
 HEADER = """# Bundled models vs classical peers (benchmarks/peers.py)
 
 Each section below is rewritten by the run shown in it; the others are kept. Inputs, metrics, seeds and the peers'
-fixed strengths: see the docstrings of benchmarks/peers.py and benchmarks/peers_lib.py. The ffmpeg filters and OpenCV
-are each shown at the strength their formula gives; nlmeans and hqdn3d also at half and double that (all rows
-reported, none picked). Times are CPU seconds of one thread on a CPU shared with a training run (wall time in
-brackets)."""
+fixed strengths: see the docstrings of benchmarks/peers.py and benchmarks/peers_lib.py. The strengths of ffmpeg
+nlmeans / hqdn3d and OpenCV NLM (k per unit of sigma) were chosen on DAVIS training clips, never on these sets
+(results/peers_calibration.md). Times are CPU seconds per frame or image of one thread (ffmpeg's included), on a CPU
+shared with a training run and other jobs (wall time in brackets, inflated by that sharing)."""
 
 
 def write_report(path: Path, new: dict[str, str]) -> str:
