@@ -68,7 +68,7 @@ def main() -> int:
     lines = [
         "# Classical peers' strengths, chosen on DAVIS training clips (benchmarks/peers_calibrate.py)",
         "",
-        f"`benchmarks/peers_calibrate.py {shlex.join(sys.argv[1:])}`",
+        f"`{shlex.join(['benchmarks/peers_calibrate.py', *sys.argv[1:]])}`",
         "",
         f"First {args.frames} frames, centre {args.crop} crop, RGB PSNR (dB); the best k (bold) of each filter is the",
         "constant in benchmarks/peers_lib.py that benchmarks/peers.py uses on Vid4.",

@@ -196,7 +196,7 @@ NLMEANS_PATCH, NLMEANS_RESEARCH = 7, 15  # ffmpeg's defaults
 # Strength per unit of sigma (levels of 255), chosen by benchmarks/peers_calibrate.py on DAVIS training clips (never
 # on the evaluation sets); results/peers_calibration.md holds its table.
 NLMEANS_K = 0.75  # ffmpeg nlmeans s = K sigma (weight exp(-patch SSD / (10 s)^2)), clamped to the filter's [1, 30]
-HQDN3D_K = 2.0  # hqdn3d spatial = K sigma (difference at which its blend weight falls to 1/4), temporal 1.5x that
+HQDN3D_K = 1.5  # hqdn3d spatial = K sigma (difference at which its blend weight falls to 1/4), temporal 1.5x that
 OPENCV_K = 0.5  # OpenCV NLM h = hColor = K sigma
 
 
