@@ -114,7 +114,7 @@ class Run:
         self.only = set(args.only.split(","))
         self.cache = Cache(args.cache)
         self.tables: dict[str, Table] = {"video": {}, "images": {}, "sr": {}}
-        self.models: dict[str, torch.nn.Module] = {}
+        self.models: dict[Path, torch.nn.Module] = {}
         self.rvrt_psnr: dict[tuple[str, float, float], list[float]] = {}  # per-frame PSNR
         self.rvrt_chunk, self.rvrt_overlap = rvrt_settings(args.rvrt_model, args.rvrt_chunk, args.rvrt_overlap)
 
