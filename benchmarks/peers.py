@@ -34,7 +34,7 @@ import platform
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -50,9 +50,10 @@ from peers_checks import Clip, checks_table, frame_psnrs, run_checks  # noqa: E4
 
 from vsnystra.archs.registry import load_model  # noqa: E402
 from vsnystra.runtime.image import restore_image  # noqa: E402
-from vsnystra.runtime.video import DEFAULT_CHUNK, restore_video  # noqa: E402
+from vsnystra.runtime.video import DEFAULT_CHUNK, DEFAULT_CHUNK_OVERLAP, restore_video  # noqa: E402
 from vsnystra.training.degrade import imresize  # noqa: E402
 from vsnystra.training.metrics import psnr, ssim  # noqa: E402
+from vsnystra.zoo import bundled_defaults  # noqa: E402
 
 log = logging.getLogger("peers")
 RESULTS = HERE / "results"
@@ -93,16 +94,19 @@ class Cache:
 
 
 def rvrt_settings(path: Path, chunk: int | None, overlap: int | None) -> tuple[int, int]:
-    """(chunk, overlap): the command line's, else the zoo.json "defaults" entry next to the checkpoint."""
-    defaults: dict[str, int] = {}
+    """(chunk, overlap) as given, else the model's zoo.json "defaults" (bundled, as the front ends read them, or a
+    zoo.json next to the checkpoint), else restore_video's."""
+    defaults: Mapping[str, object] = bundled_defaults(path)
     index = path.parent / "zoo.json"
-    if index.is_file():
+    if not defaults and index.is_file():
         for entry in json.loads(index.read_text()).values():
             if entry.get("file") == path.name:
                 defaults = entry.get("defaults", {})
+    if not defaults and (chunk is None or overlap is None):
+        log.warning("%s has no zoo.json defaults; using restore_video's (pass --rvrt-chunk/--rvrt-overlap)", path)
     return (
-        chunk if chunk is not None else int(defaults.get("chunk", DEFAULT_CHUNK)),
-        overlap if overlap is not None else int(defaults.get("chunk_overlap", 2)),
+        chunk if chunk is not None else int(str(defaults.get("chunk", DEFAULT_CHUNK))),
+        overlap if overlap is not None else int(str(defaults.get("chunk_overlap", DEFAULT_CHUNK_OVERLAP))),
     )
 
 
@@ -398,6 +402,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     if os.environ.get("OMP_NUM_THREADS") != "1":
         log.warning("OMP_NUM_THREADS is not 1: bm3d's numpy/scipy may use more threads than the others")
+    if "peers" in args.only:
+        try:
+            import bm3d  # noqa: F401
+            import cv2  # noqa: F401
+        except ImportError as e:
+            raise SystemExit(
+                f"peers.py: {e.name} is missing; install the benchmark extra: pip install -e '.[bench]'"
+            ) from e
     command = "benchmarks/peers.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     run = Run(args)
     tables = bool(run.only & {"peers", "models"})
