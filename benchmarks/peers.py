@@ -77,11 +77,11 @@ class Cache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.data: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.is_file() else {}
+        self.data: dict[str, dict[str, float]] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
     @staticmethod
     def key(**fields: object) -> str:
-        return json.dumps(fields, sort_keys=True)
+        return json.dumps(fields, sort_keys=True, ensure_ascii=False)
 
     def get(self, key: str) -> Cell | None:
         hit = self.data.get(key)
@@ -90,7 +90,9 @@ class Cache:
     def put(self, key: str, cell: Cell) -> None:
         self.data[key] = {k: v for k, v in asdict(cell).items() if k != "cached"}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+        self.path.write_text(
+            json.dumps(self.data, indent=1, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
 
 def rvrt_settings(path: Path, chunk: int | None, overlap: int | None) -> tuple[int, int]:
