@@ -184,15 +184,19 @@ def load_checkpoint(model: nn.Module, path: Path, derived: tuple[str, ...] = ())
 # Adapters: the upstream attention modules' forward with the attention itself through the vsnystra seam
 
 
-def ngswin_forward(self: nn.Module, spec: AttentionSpec, x: torch.Tensor, mask: torch.Tensor | None = None) -> Any:
-    """NGswin WindowAttention.forward: scaled cosine attention + relative-position bias + 0/-100 shift mask."""
+def ngswin_forward(
+    self: nn.Module, spec: AttentionSpec, x: torch.Tensor, mask: torch.Tensor | None = None, *, terms: bool = True
+) -> Any:
+    """NGswin WindowAttention.forward: scaled cosine attention + relative-position bias + 0/-100 shift mask
+    (``terms=False`` drops both, as the research code does; the cyclic shift stays)."""
     b_, n, _ = x.shape
     qkv = self.qkv(x).reshape(b_, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     logit_scale = torch.clamp(self.logit_scale, max=math.log(1.0 / 0.01)).exp()  # (nH, 1, 1), as upstream
     q = F.normalize(q, dim=-1) * logit_scale
     k = F.normalize(k, dim=-1)
-    bias = self._get_rel_pos_bias()[0]  # (nH, N, N)
+    bias = self._get_rel_pos_bias()[0] if terms else None  # (nH, N, N)
+    mask = mask if terms else None
     out = attention(q, k, v, scale=1.0, bias=bias, mask=mask, spec=spec, window=tuple(self.window_size))
     return self.proj_drop(self.proj(out.transpose(1, 2).reshape(b_, n, -1)))
 

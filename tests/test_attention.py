@@ -215,12 +215,30 @@ def test_window_layout_defines_segments(grid: tuple[int, ...]) -> None:
         attention(qk, qk, v, scale=0.25, spec=spec, window=(3, 3))
 
 
+@pytest.mark.parametrize("stripe", [(24, 6), (6, 24)])
+def test_stripe_landmarks_follow_the_stripe(stripe: tuple[int, int]) -> None:
+    """ESWT-like stripes: q = k constant on 3x3 token blocks (16 blocks), orthogonal across blocks, so the kernel has
+    rank 16 and Nyström is exact iff each landmark segment is one block. A 4x4 landmark grid (6x1.5 overlapping
+    segments) mixes blocks."""
+    h, w = stripe
+    blocks = (torch.arange(h).div(3, rounding_mode="floor")[:, None] * (w // 3) + torch.arange(w) // 3).flatten()
+    basis = torch.linalg.qr(torch.randn(16, 16, generator=torch.Generator().manual_seed(1)))[0] * 6.0
+    qk = basis[blocks].view(1, 1, h * w, 16)
+    v = torch.randn(1, 1, h * w, 8, generator=torch.Generator().manual_seed(2))
+    ref = attention(qk, qk, v, scale=0.25)
+    out = attention(qk, qk, v, scale=0.25, spec=PnPNystra(16, 25, None, "matrix"), window=stripe)
+    assert rel(out, ref) < 1e-4
+    assert landmark_grid(stripe, 16) == (h // 3, w // 3)
+
+
 def test_landmark_grids() -> None:
     assert [closest_square_factors(m) for m in (8, 16, 32, 64, 8192)] == [(2, 4), (4, 4), (4, 8), (8, 8), (64, 128)]
     assert landmark_grid((32, 32), 16) == (4, 4)
     assert landmark_grid((64, 16), 32) == (8, 4)
     assert landmark_grid((2, 64, 64), 32) == (2, 4, 4)
     assert landmark_grid((3, 64, 64), 32) == (1, 4, 8)
+    assert [landmark_grid(g, 32) for g in ((48, 12), (12, 48), (8, 8))] == [(8, 4), (4, 8), (4, 8)]
+    assert landmark_grid((4, 2), 8) == (4, 2)  # no more landmark rows than token rows
 
 
 # ---------------------------------------------------------------- bias- and mask-aware path

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from vsnystra.archs.base import AttentionConfig, ConfigurableAttention, Keep
+from vsnystra.attention.plan import LayerPlan
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
 
 
@@ -16,7 +19,7 @@ def _check_keep(name: str, value: str) -> Keep:
 
 def patch_attention[M: nn.Module](
     model: M,
-    spec: AttentionSpec,
+    spec: AttentionSpec | LayerPlan,
     *,
     window: int | tuple[int, ...] | list[int] | None = None,
     bias: str = "keep",
@@ -28,9 +31,10 @@ def patch_attention[M: nn.Module](
     ``patch_attention(model, Exact())`` restores the unpatched computation (the flip test).
     ``window`` enlarges the attention window as the paper does; ``bias``/``mask``/``modulator`` = "drop"
     reproduce the research code, which passes neither the relative-position bias nor the shift mask.
+    A LayerPlan gives each attention layer its own spec, in the order of ``attention_layers(model)``.
     """
-    if not isinstance(spec, (Exact, Naive, PnPNystra)):
-        raise TypeError(f"patch_attention: spec must be Exact(), Naive() or PnPNystra(...), got {spec!r}")
+    if not isinstance(spec, (Exact, Naive, PnPNystra, LayerPlan)):
+        raise TypeError(f"patch_attention: spec must be Exact(), Naive(), PnPNystra(...) or a LayerPlan, got {spec!r}")
     if isinstance(window, list):
         window = tuple(window)
     if window is not None:
@@ -38,7 +42,6 @@ def patch_attention[M: nn.Module](
         if not sizes or any(int(s) < 1 for s in sizes):
             raise ValueError(f"patch_attention: window must be positive, got {window!r}")
     cfg = AttentionConfig(
-        spec=spec,
         window=window,
         bias=_check_keep("bias", bias),
         mask=_check_keep("mask", mask),
@@ -47,6 +50,30 @@ def patch_attention[M: nn.Module](
     blocks = [m for m in model.modules() if isinstance(m, ConfigurableAttention)]
     if not blocks:
         raise TypeError(f"patch_attention: {type(model).__name__} has no window-attention block to patch")
+    layers = attention_layers(model)
+    specs = spec.specs if isinstance(spec, LayerPlan) else (spec,) * len(layers)
+    if len(specs) != len(layers):
+        raise ValueError(
+            f"patch_attention: the plan has {len(specs)} layers but {type(model).__name__} has {len(layers)} "
+            "window-attention blocks; build the plan for this model (one spec per attention_layers(model) entry)"
+        )
+    per_layer = {id(layer): s for layer, s in zip(layers, specs, strict=True)}
     for block in blocks:
-        block.configure_attention(cfg)
+        # containers (e.g. the model keeping its padding in step with the window) only read the window
+        block.configure_attention(dataclasses.replace(cfg, spec=per_layer.get(id(block), specs[0])))
     return model
+
+
+def attention_layers(model: nn.Module) -> list[ConfigurableAttention]:
+    """The blocks that run window attention, in ``model.modules()`` order: what a LayerPlan's specs index.
+
+    They are the configurable modules that hold no other configurable module (a model that configures its own
+    padding for the window is a container, not a layer).
+    """
+    blocks = [m for m in model.modules() if isinstance(m, ConfigurableAttention)]
+    return [
+        b
+        for b in blocks
+        if isinstance(b, nn.Module)
+        and not any(c is not b and isinstance(c, ConfigurableAttention) for c in b.modules())
+    ]

@@ -48,17 +48,34 @@ def token_grid(n: int, window: tuple[int, ...] | None) -> tuple[int, ...]:
 def landmark_grid(grid: tuple[int, ...], m: int) -> tuple[int, ...]:
     """Landmark grid with prod = m over ``grid``.
 
-    2-D: closest square pair (h' <= w'), the larger factor along the longer side. 3-D (t, h, w): one landmark set
-    per frame when m divides evenly into at least 4 per frame (segments then never straddle frames, so temporal
-    shift regions stay aligned), otherwise pooled over time.
+    2-D (h, w): the factor pair of m whose segments are closest to square (h/a ~ w/b), so a 24x6 stripe with 16
+    landmarks gets 8x2 segments of 3x3 tokens rather than the research code's 4x4 of 6x1.5 (overlapping) tokens;
+    on a square window this is the closest square pair (larger factor along the longer side). 3-D (t, h, w): one
+    landmark set per frame when m divides evenly into at least 4 per frame (segments then never straddle frames,
+    so temporal shift regions stay aligned), otherwise pooled over time.
     """
     if len(grid) == 2:
-        a, b = closest_square_factors(m)
-        return (b, a) if grid[0] > grid[1] else (a, b)
+        return _segment_grid(grid[0], grid[1], m)
     t, h, w = grid
     mt = t if t > 1 and m % t == 0 and m // t >= 4 else 1
-    a, b = closest_square_factors(m // mt)
-    return (mt, b, a) if h > w else (mt, a, b)
+    return (mt, *_segment_grid(h, w, m // mt))
+
+
+def _segment_grid(h: int, w: int, m: int) -> tuple[int, int]:
+    """(a, b), a * b = m, a <= h, b <= w: segments of h/a x w/b tokens as square as possible; ties go to pairs
+    whose bins do not overlap (a | h, b | w), then to the closest square pair."""
+    r, c = closest_square_factors(m)
+    fallback = (c, r) if h > w else (r, c)
+    pairs = [(a, m // a) for a in range(1, m + 1) if m % a == 0 and a <= h and m // a <= w]
+    if not pairs:
+        return fallback
+
+    def score(p: tuple[int, int]) -> tuple[float, int, float]:
+        a, b = p
+        aspect = round(abs(math.log((h / a) / (w / b))), 9)
+        return aspect, (h % a != 0) + (w % b != 0), abs(math.log(a / b))
+
+    return min(pairs, key=lambda p: (*score(p), p != fallback))
 
 
 def _pool(x: torch.Tensor, lgrid: tuple[int, ...]) -> torch.Tensor:

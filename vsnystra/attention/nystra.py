@@ -38,6 +38,7 @@ from collections.abc import Iterator
 
 import torch
 
+from vsnystra.attention.check import checked
 from vsnystra.attention.exact import exact_attention
 from vsnystra.attention.grid import (
     RegionLandmarks,
@@ -418,7 +419,8 @@ def nystra_attention(
     if spec.landmarks >= n or (spec.policy == "auto" and not nystrom_pays(n, spec.landmarks, q.shape[-1], q.device)):
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     if bias is None and mask is None:
-        return paper_attention(q, k, v, scale=scale, spec=spec, window=window)
+        res = paper_attention(q, k, v, scale=scale, spec=spec, window=window)
+        return checked(res, q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     out = aware_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     if out is None:
         _log.log(
@@ -428,4 +430,4 @@ def nystra_attention(
         )
         _mask_warned.set()
         return exact_attention(q, k, v, scale=scale, bias=bias, mask=mask)
-    return out
+    return checked(out, q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)

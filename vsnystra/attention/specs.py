@@ -30,6 +30,10 @@ class PnPNystra:
     guard: recompute exactly the rows where the approximation broke down: denominator not positive, or an output
         entry larger than twice the window's largest |value| (exact attention never exceeds it).
         Other rows are untouched, so results match the research code wherever it is meaningful.
+    max_error: when set, a sample of query rows (8 per window, at most 64 windows per call) is recomputed exactly
+        and, if the result's relative error there (vsnystra.attention.check) exceeds max_error, the whole call runs
+        exact attention instead and a warning says so: a cheap on-the-fly refusal for layers whose trained
+        attention Nyström cannot represent (it then costs Nyström plus exact; a LayerPlan keeps such layers Exact).
     """
 
     landmarks: int = 16
@@ -38,6 +42,7 @@ class PnPNystra:
     pinv_init: Literal["batch", "matrix"] = "batch"
     policy: Literal["always", "auto"] = "always"
     guard: bool = True
+    max_error: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("landmarks", "iters"):
@@ -54,6 +59,12 @@ class PnPNystra:
             raise ValueError(f"PnPNystra: landmarks must be >= 1, got {self.landmarks}")
         if self.iters < 0:
             raise ValueError(f"PnPNystra: iters must be >= 0, got {self.iters}")
+        if self.max_error is not None and (
+            isinstance(self.max_error, bool)
+            or not isinstance(self.max_error, int | float)
+            or not (math.isfinite(self.max_error) and self.max_error > 0)
+        ):
+            raise ValueError(f"PnPNystra: max_error must be a positive number or None, got {self.max_error!r}")
         if self.pinv_init not in ("batch", "matrix"):
             raise ValueError(f"PnPNystra: pinv_init must be 'batch' or 'matrix', got {self.pinv_init!r}")
         if self.policy not in ("always", "auto"):

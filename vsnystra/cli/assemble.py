@@ -56,9 +56,13 @@ def assemble(
     tmp: Path,
     container_format: str | None,
     check: Callable[[], None] | None = None,
+    *,
+    subtitles: bool = True,
+    field_order: bool = True,
 ) -> int:
     """Write ``tmp`` from the segment files (in order) and the source's other streams; returns the frame count.
-    ``check`` is called once per video packet (it may raise to cancel)."""
+    ``check`` is called once per video packet (it may raise to cancel); ``subtitles`` False leaves them out;
+    ``field_order`` keeps the source's field order tag (an interlaced source restored as it is)."""
     depth = max(reorder_depth(r["packet_pts"]) for r in records)
     with av.open(str(src), "r") as inp, av.open(str(tmp), "w", format=container_format) as out:
         source = _open_av_source(inp, warn=False)
@@ -77,9 +81,12 @@ def assemble(
         ctx.color_range, ctx.colorspace = colour.color_range, colour.colorspace
         ctx.color_primaries, ctx.color_trc = colour.color_primaries, colour.color_trc
         ctx.framerate = source.rate
+        if field_order:
+            ctx.field_order = source.video_stream.codec_context.field_order
         if source.sample_aspect_ratio:
             ctx.sample_aspect_ratio = source.sample_aspect_ratio
         omap = {}
+        source.copy_streams = [s for s in source.copy_streams if subtitles or s.type != "subtitle"]
         for s in source.copy_streams:
             omap[s.index] = out.add_stream_from_template(s)
             _copy_tags(s, omap[s.index])

@@ -32,6 +32,7 @@ class Summary:
     done: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
     frames: int = 0
     seconds: float = 0.0
     interrupted: bool = False
@@ -42,6 +43,7 @@ class Summary:
             f"{self.frames} frames in {_fmt_time(self.seconds)}" + (" (interrupted)" if self.interrupted else "")
         ]
         lines += [f"  FAILED {p}: {why}" for p, why in self.failed]
+        lines += [f"  WARNING {p}: {why}" for p, why in self.warnings]
         return "\n".join(lines)
 
 

@@ -56,6 +56,7 @@ class SegmentedSummary(batch.Summary):
         self.done += other.done
         self.skipped += other.skipped
         self.failed += other.failed
+        self.warnings += other.warnings
         self.frames += other.frames
         self.seconds += other.seconds
         self.interrupted = self.interrupted or other.interrupted
@@ -213,9 +214,16 @@ class Driver:
                     nxt,
                     Task("vsnystra-plan", lambda check: plan_file(nxt, self.temporal, self.opts, check)),
                 )
+        damage = plan.damage()
+        if damage is not None:
+            if self.opts.strict:
+                self._fail(f, f"{damage}; --strict")
+                return
+            log.warning("%s: %s; restoring the frames that decode", f.label, damage)
+            self.summary.warnings.append((f.src, damage))
         f.plan = plan
         for seg in plan.segments:
-            job = make_job(f, plan, seg, self.opts.encode)
+            job = make_job(f, plan, seg, self.opts.encode, self.opts.deinterlace)
             f.jobs[seg.index] = job
             record = read_record(job)
             if record is not None:
@@ -245,7 +253,17 @@ class Driver:
     def _finish(self, f: FileWork) -> None:
         """All segments are in: assemble in the background (the workers go on with other files meanwhile)."""
         self.active.remove(f)
-        self.assembling.append((f, Task("vsnystra-assemble", lambda check: assemble_file(f, check))))
+        self.assembling.append(
+            (
+                f,
+                Task(
+                    "vsnystra-assemble",
+                    lambda check: assemble_file(
+                        f, check, subtitles=self.opts.subtitles, field_order=not self.opts.deinterlace
+                    ),
+                ),
+            )
+        )
 
     def _collect(self, *, wait: bool) -> None:
         """Account for the assemblies that ended (all of them with ``wait``)."""

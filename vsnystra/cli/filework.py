@@ -50,6 +50,9 @@ class Options:
     model_key: str = ""  # identifies the model and its settings in the plan's fingerprint
     progress: bool = True
     stream: TextIO | None = None
+    subtitles: bool = True  # copy the subtitle streams (--no-subtitles: leave them out)
+    strict: bool = False  # a damaged or truncated input fails instead of a warning
+    deinterlace: bool = False  # bwdif before the model (interlaced inputs; see vsnystra.cli.worker.deinterlaced)
 
 
 @dataclass
@@ -88,6 +91,7 @@ def fingerprint(src: Path, temporal: Temporal, opts: Options) -> str:
         "encode": dataclasses.asdict(opts.encode),
         "segment_frames": opts.segment_frames,
         "scene_threshold": opts.scene_threshold,
+        "deinterlace": opts.deinterlace,
     }
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -125,6 +129,9 @@ def plan_file(f: FileWork, temporal: Temporal, opts: Options, check: Callable[[]
         out_pts=s.out_pts,
         checksums=s.checksums,
         seekable=s.seekable,
+        expected=s.expected,
+        decode_errors=s.decode_errors,
+        exact=s.exact,
     )
     plan.segments = plan_segments(plan.frames, plan.cuts, temporal, opts.segment_frames)
     f.workdir.mkdir(parents=True, exist_ok=True)
@@ -132,7 +139,9 @@ def plan_file(f: FileWork, temporal: Temporal, opts: Options, check: Callable[[]
     return plan
 
 
-def make_job(f: FileWork, plan: FilePlan, seg: Segment, encode: EncodeSettings) -> SegmentJob:
+def make_job(
+    f: FileWork, plan: FilePlan, seg: Segment, encode: EncodeSettings, deinterlace: bool = False
+) -> SegmentJob:
     (ra, rb), (wa, wb) = seg.read, seg.write
     return SegmentJob(
         key=str(f.final),
@@ -145,10 +154,13 @@ def make_job(f: FileWork, plan: FilePlan, seg: Segment, encode: EncodeSettings) 
         out_pts=tuple(plan.out_pts[wa:wb]),
         seek=plan.seekable,
         encode=encode,
+        deinterlace=deinterlace,
     )
 
 
-def assemble_file(f: FileWork, check: Callable[[], None] | None = None) -> int:
+def assemble_file(
+    f: FileWork, check: Callable[[], None] | None = None, *, subtitles: bool = True, field_order: bool = True
+) -> int:
     """Join all segments (records checked) into a temporary file, rename it into place; returns the frame count.
     The temporary file is removed on any failure or cancellation; the work folder is left to the caller."""
     from vsnystra.cli.assemble import assemble
@@ -162,7 +174,16 @@ def assemble_file(f: FileWork, check: Callable[[], None] | None = None) -> int:
         for job, rec in zip(jobs, records, strict=True):
             if job.path.stat().st_size != rec["size"]:
                 raise RuntimeError(f"{job.path} changed size since it was written; rerun to restore it again")
-        n = assemble(f.src, [j.path for j in jobs], records, tmp, batch._format_for(f.final), check)
+        n = assemble(
+            f.src,
+            [j.path for j in jobs],
+            records,
+            tmp,
+            batch._format_for(f.final),
+            check,
+            subtitles=subtitles,
+            field_order=field_order,
+        )
         if n != f.plan.frames:
             raise RuntimeError(f"the joined output has {n} frames, the input {f.plan.frames}")
         batch._fsync(tmp)

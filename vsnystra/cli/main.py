@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import FrameType
 
-from vsnystra.cli import interrupt
+from vsnystra.cli import interrupt, preflight
 from vsnystra.cli.media import CODECS, DEFAULT_CRF, DEFAULT_PIX_FMT, EncodeSettings
 from vsnystra.cli.segments import DEFAULT_SCENE_THRESHOLD, DEFAULT_SEGMENT_FRAMES
 
@@ -92,6 +92,26 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pix-fmt", help=f"output pixel format (default {pix})")
     r.add_argument("--preset", help="x265/x264 preset (default medium)")
     r.add_argument("--container", default="mkv", choices=["mkv", "mp4", "mov"], help="output container (mkv)")
+    r.add_argument(
+        "--no-subtitles", action="store_true", help="leave the subtitle streams out (mp4/mov cannot hold SRT/ASS)"
+    )
+    r.add_argument(
+        "--strict",
+        action="store_true",
+        help="a damaged or truncated input (decode errors, frames missing against the container's count) fails "
+        "(default: restore what decodes, with a warning in the summary)",
+    )
+    r.add_argument(
+        "--deinterlace",
+        choices=["frame"],
+        help="deinterlace before the model with FFmpeg's bwdif: 'frame' gives one frame per frame (same frame rate, "
+        "field order tag dropped); interlaced inputs are refused without --deinterlace or --progressive",
+    )
+    r.add_argument(
+        "--progressive",
+        action="store_true",
+        help="treat interlaced inputs as progressive (a warning; the output keeps the source's field order tag)",
+    )
     r.add_argument("--tag", help="added to the output name (default '.restored' without -o, '' with -o)")
     r.add_argument("--overwrite", action="store_true", help="redo outputs that already exist (default: skip)")
     r.add_argument(
@@ -179,6 +199,34 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, h)
 
 
+def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeSettings, suffix: str, tag: str) -> None:
+    """Output folders writable, encoder settings valid, each input's streams fit the container (preflight)."""
+    from vsnystra.cli import batch
+
+    folders = [args.output_dir] if args.output_dir else sorted({s.parent for s in inputs if s.is_file()})
+    for folder in folders:
+        preflight.check_folder(folder, "-o ")
+    preflight.check_encode(encode)
+    fmt = batch._format_for(Path("x" + suffix)) or args.container
+    videos = [
+        s
+        for s in inputs
+        if s.suffix.lower() != ".vpy"
+        and s.is_file()
+        and (args.overwrite or not batch.output_path(s, args.output_dir, suffix, tag).exists())
+    ]
+    interlaced = preflight.check_inputs(encode, fmt, videos, subtitles=not args.no_subtitles)
+    if args.deinterlace and args.progressive:
+        raise preflight.UsageError("restore: --deinterlace and --progressive exclude each other; choose one")
+    for src, how in interlaced:
+        if args.progressive:
+            log.warning("%s is interlaced (%s): treated as progressive (--progressive), field order kept", src, how)
+        elif not args.deinterlace:
+            raise preflight.UsageError(
+                f"restore: {src} is interlaced ({how}); add --deinterlace frame (bwdif) or --progressive"
+            )
+
+
 def _restore(args: argparse.Namespace) -> int:
     from vsnystra.cli import batch
 
@@ -203,6 +251,11 @@ def _restore(args: argparse.Namespace) -> int:
     encode = EncodeSettings(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, preset=args.preset)
     suffix = "." + args.container
     tag = args.tag if args.tag is not None else ("" if args.output_dir else ".restored")
+    try:  # every mistake of the user is one line and exit 2 before any work
+        _preflight(args, inputs, encode, suffix, tag)
+    except preflight.UsageError as e:
+        log.error("%s", e)
+        return EXIT_USAGE
     needs_model = any(
         s.suffix.lower() != ".vpy"
         and (args.overwrite or not batch.output_path(s, args.output_dir, suffix, tag).exists())
@@ -266,6 +319,9 @@ def _restore(args: argparse.Namespace) -> int:
                     scene_threshold=args.scene_threshold,
                     model_key=repr(settings),
                     progress=not args.quiet,
+                    subtitles=not args.no_subtitles,
+                    strict=args.strict,
+                    deinterlace=args.deinterlace == "frame",
                 )
                 summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up

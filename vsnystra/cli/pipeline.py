@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 Restorer = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
 OnFrame = Callable[[int], None]
 PREFETCH_FRAMES = 4
+MAX_REORDER_FRAMES = 64  # more than any encoder's reorder delay (H.264/HEVC allow 16)
 
 COPY_TYPES = ("audio", "subtitle", "data")
 # Tags that describe the old encode and would be wrong on the new file (the muxer writes fresh ones).
@@ -297,6 +298,20 @@ class Prefetch(Iterator[np.ndarray]):
             self._thread.join(timeout=0.05)
 
 
+def sane_dts(pts: int | None, dts: int | None, last_dts: int | None, step: int) -> int | None:
+    """A decode timestamp the muxer accepts: the encoder's where it is plausible, else the next one possible.
+
+    Why: libx265 hands out an uninitialised dts for a stream of one frame (NUT and MP4 then refuse the packet with
+    EINVAL). Plausible: after the previous dts, at most ``pts`` and at most MAX_REORDER_FRAMES frames before it.
+    """
+    if pts is None:
+        return dts
+    plausible = dts is not None and pts - MAX_REORDER_FRAMES * step <= dts <= pts
+    if plausible and (last_dts is None or dts > last_dts):  # type: ignore[operator]
+        return dts
+    return pts if last_dts is None else max(last_dts + 1, min(pts, last_dts + step))
+
+
 def _run(
     source: Source,
     inp: av.container.InputContainer | None,
@@ -314,6 +329,7 @@ def _run(
     out_colour = source.colour.for_output(pix_fmt, source.size)
     step = max(1, round(1 / (source.rate * source.time_base)))
     last_pts: int | None = None
+    last_dts: int | None = None
     n = 0
     with av.open(str(tmp), "w", format=container_format) as out:
         vout = None
@@ -328,6 +344,12 @@ def _run(
                 source.pending.popleft()
                 pkt.stream = omap[pkt.stream.index]
                 out.mux(pkt)
+
+        def mux_video(packets: list[Any]) -> None:
+            nonlocal last_dts
+            for packet in packets:
+                packet.dts = last_dts = sane_dts(packet.pts, packet.dts, last_dts, step)
+                out.mux(packet)
 
         for y in frames:
             interrupt.check()
@@ -358,8 +380,7 @@ def _run(
             last_pts = pts
             frame.pts = pts
             frame.time_base = source.time_base
-            for packet in vout.encode(frame):
-                out.mux(packet)
+            mux_video(vout.encode(frame))
             n += 1
             mux_pending(pts * source.time_base)
             if on_frame is not None:
@@ -368,7 +389,6 @@ def _run(
             raise ValueError("no video frames were decoded")
         if source.pts:
             raise RuntimeError(f"the model returned {n} frames for {n + len(source.pts)} decoded")
-        for packet in vout.encode(None):
-            out.mux(packet)
+        mux_video(vout.encode(None))
         mux_pending(None)
     return n

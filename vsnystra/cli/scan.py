@@ -44,6 +44,9 @@ class Scan:
     out_pts: list[int]
     checksums: list[int] | None
     cuts: list[int]
+    expected: int | None = None
+    exact: bool = False
+    decode_errors: int = 0
 
     @property
     def seekable(self) -> bool:
@@ -87,8 +90,16 @@ def scan(src: Path, *, threshold: float, find_cuts: bool, on_frame: Callable[[in
         vin = source.video_stream
         step = max(1, round(1 / (source.rate * source.time_base)))
         last: int | None = None
+        errors = 0
+        exact = int(vin.frames) > 0
         for packet in inp.demux(vin):
-            for frame in packet.decode():
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as e:  # a damaged packet: its frame is missing, the rest still decodes
+                errors += 1
+                log.debug("%s: decode error at pts %s: %s", src, packet.pts, e)
+                continue
+            for frame in decoded:
                 if not isinstance(frame, av.VideoFrame):
                     continue
                 n = len(decode_pts)
@@ -117,4 +128,4 @@ def scan(src: Path, *, threshold: float, find_cuts: bool, on_frame: Callable[[in
                     on_frame(n + 1)
     if not decode_pts:
         raise ValueError("no video frames were decoded")
-    return Scan(len(decode_pts), decode_pts, out_pts, sums, cuts)
+    return Scan(len(decode_pts), decode_pts, out_pts, sums, cuts, source.total, exact, errors)

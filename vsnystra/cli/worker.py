@@ -61,6 +61,7 @@ class SegmentJob:
     seek: bool
     encode: EncodeSettings
     attempt: int = 1
+    deinterlace: bool = False  # bwdif, one frame per frame, before the model
 
     @property
     def path(self) -> Path:
@@ -121,14 +122,50 @@ def read_record(job: SegmentJob, *, verify: bool = True) -> dict[str, Any] | Non
 
 
 def _decoded(inp: Any, vin: Any, conv: Any, job: SegmentJob, seek: bool) -> Iterator[np.ndarray]:
-    """The segment's read range as float RGB, each frame checked against the planning pass."""
+    """The segment's read range as float RGB (deinterlaced if asked)."""
+    frames = _checked(inp, vin, job, seek)
+    for frame in deinterlaced(frames, vin) if job.deinterlace else frames:
+        yield conv.to_array(frame)
+
+
+def deinterlaced(frames: Iterator[av.VideoFrame], vin: Any) -> Iterator[av.VideoFrame]:
+    """FFmpeg's bwdif (one frame per frame, every frame, field order from the frames) through PyAV's filter graph."""
+    graph = av.filter.Graph()
+    buf = graph.add_buffer(template=vin)
+    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=all")
+    sink = graph.add("buffersink")
+    buf.link_to(bwdif)
+    bwdif.link_to(sink)
+    graph.configure()
+
+    def drain() -> Iterator[av.VideoFrame]:
+        while True:
+            try:
+                out = graph.vpull()
+            except (BlockingIOError, EOFError):
+                return
+            yield out
+
+    for frame in frames:
+        graph.vpush(frame)
+        yield from drain()
+    graph.vpush(None)
+    yield from drain()
+
+
+def _checked(inp: Any, vin: Any, job: SegmentJob, seek: bool) -> Iterator[av.VideoFrame]:
+    """The segment's read range as decoded frames, each checked against the planning pass."""
     start, end = job.segment.read
     want = end - start
     i = 0 if seek else -start  # index relative to the read range; negative: frames before it
     if seek:
         inp.seek(job.decode_pts[0], stream=vin, backward=True, any_frame=False)
     for packet in inp.demux(vin):
-        for frame in packet.decode():
+        try:
+            decoded = packet.decode()
+        except av.FFmpegError:  # skipped as the planning pass skipped it (scan.scan)
+            continue
+        for frame in decoded:
             if not isinstance(frame, av.VideoFrame):
                 continue
             if i < 0:
@@ -143,7 +180,7 @@ def _decoded(inp: Any, vin: Any, conv: Any, job: SegmentJob, seek: bool) -> Iter
                 if seek:
                     raise SeekMismatch(f"frame {start + i} differs from the planning pass after a seek")
                 raise RuntimeError(f"frame {start + i} decodes differently than in the planning pass")
-            yield conv.to_array(frame)
+            yield frame
             i += 1
             if i == want:
                 return
