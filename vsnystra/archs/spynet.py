@@ -67,6 +67,26 @@ class SpyNet(nn.Module):
             levels.insert(0, F.avg_pool2d(levels[0], kernel_size=2, stride=2, count_include_pad=False))
         return levels
 
+    def level_flows(self, ref: torch.Tensor, supp: torch.Tensor) -> list[torch.Tensor]:
+        """The flow after each pyramid level, coarse to fine, for frames already sized to multiples of 32.
+
+        Training supervises every level (vsnystra.training.flow); inference keeps only the last.
+        """
+        refs = self._pyramid(ref)
+        supps = self._pyramid(supp)
+        flow = refs[0].new_zeros(refs[0].shape[0], 2, refs[0].shape[2] // 2, refs[0].shape[3] // 2)
+        flows: list[torch.Tensor] = []
+        for level, module in enumerate(self.basic_module):
+            up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
+            if up.shape[2] != refs[level].shape[2]:
+                up = F.pad(up, [0, 0, 0, 1], mode="replicate")
+            if up.shape[3] != refs[level].shape[3]:
+                up = F.pad(up, [0, 1, 0, 0], mode="replicate")
+            warped = flow_warp(supps[level], up.permute(0, 2, 3, 1), padding_mode="border")
+            flow = module(torch.cat([refs[level], warped, up], 1)) + up
+            flows.append(flow)
+        return flows
+
     def forward(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
         h, w = ref.shape[-2:]
         if min(h, w) <= 32:
@@ -78,17 +98,7 @@ class SpyNet(nn.Module):
         w_floor = math.ceil(w / 32.0) * 32
         ref = F.interpolate(ref, size=(h_floor, w_floor), mode="bilinear", align_corners=False)
         supp = F.interpolate(supp, size=(h_floor, w_floor), mode="bilinear", align_corners=False)
-        refs = self._pyramid(ref)
-        supps = self._pyramid(supp)
-        flow = refs[0].new_zeros(refs[0].shape[0], 2, refs[0].shape[2] // 2, refs[0].shape[3] // 2)
-        for level, module in enumerate(self.basic_module):
-            up = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2.0
-            if up.shape[2] != refs[level].shape[2]:
-                up = F.pad(up, [0, 0, 0, 1], mode="replicate")
-            if up.shape[3] != refs[level].shape[3]:
-                up = F.pad(up, [0, 1, 0, 0], mode="replicate")
-            warped = flow_warp(supps[level], up.permute(0, 2, 3, 1), padding_mode="border")
-            flow = module(torch.cat([refs[level], warped, up], 1)) + up
+        flow = self.level_flows(ref, supp)[-1]
         out = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False)
         scale = torch.tensor([w / w_floor, h / h_floor], dtype=out.dtype, device=out.device).view(1, 2, 1, 1)
         return out * scale
