@@ -152,3 +152,20 @@ def test_any_size_from_16x16(func, w: int, h: int) -> None:
     a = np.asarray(f[0]).astype(np.float64)
     b = np.asarray(core.resize.Bicubic(clip, width=w * scale, height=h * scale).get_frame(1)[0]).astype(np.float64)
     assert np.abs(a - b).mean() < 0.05 * 65535  # a restoration of the frame, not of its padding
+
+
+@pytest.mark.parametrize("func", [Uformer, RVRT])
+def test_one_pal_frame_directly(func) -> None:
+    """720x576 YUV420P8 without _Matrix (BT.470BG both ways); SwinIR's 720x576 frame runs under vspipe
+    (test_vspipe_formats.py)."""
+    rgb = picture(720, 576, 1)
+    yuv = core.resize.Bicubic(rgb, format=vs.YUV420P8, matrix_s="470bg").std.RemoveFrameProps("_Matrix")
+    out = run(func, yuv)
+    assert (out.format.id, out.width, out.height) == (vs.YUV420P8, 720, 576)
+    f = out.get_frame(0)
+    assert f.props["label"] == "keep-me" and "_Matrix" not in f.props
+    src = yuv.get_frame(0)
+    for p in range(3):
+        assert np.abs(np.asarray(f[p]).astype(np.float64) - np.asarray(src[p])).mean() < 0.05 * 255, (
+            p
+        )  # the picture, restored
