@@ -132,6 +132,34 @@ def test_every_family_comes_back_in_its_format(fmt: int) -> None:
     assert all(np.isfinite(p).all() for p in planes(f))
 
 
+@pytest.mark.filterwarnings("ignore:The _ColorRange frame property has been deprecated")
+@pytest.mark.parametrize(
+    ("props", "colour_range", "chromaloc"),
+    [
+        ({"_Range": 1, "_ChromaLocation": 2}, "full", 2),
+        ({"_ColorRange": 0}, "full", 0),
+        ({"_ChromaLocation": 1}, "limited", 1),
+    ],
+)
+def test_range_and_chroma_location_props_drive_both_conversions(
+    props: dict[str, int], colour_range: str, chromaloc: int
+) -> None:
+    """_Range (or the older _ColorRange, 0 = full) and _ChromaLocation are read from the frames, not assumed."""
+    encode = {"matrix": 1, "range_s": colour_range, "chromaloc": chromaloc}
+    yuv = core.resize.Bicubic(picture(32, 24, 1), format=vs.YUV420P8, **encode)
+    yuv = yuv.std.RemoveFrameProps(["_Range", "_ColorRange", "_ChromaLocation"]).std.SetFrameProps(**props)
+    out = run(Uformer, yuv)
+
+    def explicit(rng: str, loc: int) -> vs.VideoNode:
+        rgb = core.resize.Bicubic(yuv, format=vs.RGBS, matrix_in=1, range_in_s=rng, chromaloc_in=loc)
+        return core.resize.Bicubic(run(Uformer, rgb), format=vs.YUV420P8, matrix=1, range_s=rng, chromaloc=loc)
+
+    assert same_frames(out, explicit(colour_range, chromaloc))
+    assert not same_frames(out, explicit("limited", 0))  # the defaults would give another picture
+    got, given = out.get_frame(0).props, yuv.get_frame(0).props
+    assert {k: got[k] for k in props} == {k: given[k] for k in props}
+
+
 def test_format_argument_picks_another_output_format() -> None:
     clip = picture(32, 24, 1)
     out = run(Uformer, clip, format=vs.YUV420P8)
