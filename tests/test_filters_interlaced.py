@@ -57,8 +57,8 @@ def test_interlaced_clip_is_refused_with_a_one_line_hint(func, field_based: int,
 
 @pytest.mark.parametrize("func", ALL)
 def test_progressive_restores_interlaced_frames_as_they_are_and_keeps_the_field_order(func) -> None:
-    tagged = func(clip(2), device="cpu", attention="exact", progressive=1)
-    plain = func(clip(None), device="cpu", attention="exact")
+    tagged = func(clip(2, 2), device="cpu", attention="exact", progressive=1)
+    plain = func(clip(None, 2), device="cpu", attention="exact")
     assert tagged.get_frame(1).props["_FieldBased"] == 2
     assert all(np.array_equal(a, b) for a, b in zip(pixels(tagged, 1), pixels(plain, 1), strict=True))
 
