@@ -132,6 +132,34 @@ def test_every_family_comes_back_in_its_format(fmt: int) -> None:
     assert all(np.isfinite(p).all() for p in planes(f))
 
 
+@pytest.mark.filterwarnings("ignore:The _ColorRange frame property has been deprecated")
+@pytest.mark.parametrize(
+    ("props", "colour_range", "chromaloc"),
+    [
+        ({"_Range": 1, "_ChromaLocation": 2}, "full", 2),
+        ({"_ColorRange": 0}, "full", 0),
+        ({"_ChromaLocation": 1}, "limited", 1),
+    ],
+)
+def test_range_and_chroma_location_props_drive_both_conversions(
+    props: dict[str, int], colour_range: str, chromaloc: int
+) -> None:
+    """_Range (or the older _ColorRange, 0 = full) and _ChromaLocation are read from the frames, not assumed."""
+    encode = {"matrix": 1, "range_s": colour_range, "chromaloc": chromaloc}
+    yuv = core.resize.Bicubic(picture(32, 24, 1), format=vs.YUV420P8, **encode)
+    yuv = yuv.std.RemoveFrameProps(["_Range", "_ColorRange", "_ChromaLocation"]).std.SetFrameProps(**props)
+    out = run(Uformer, yuv)
+
+    def explicit(rng: str, loc: int) -> vs.VideoNode:
+        rgb = core.resize.Bicubic(yuv, format=vs.RGBS, matrix_in=1, range_in_s=rng, chromaloc_in=loc)
+        return core.resize.Bicubic(run(Uformer, rgb), format=vs.YUV420P8, matrix=1, range_s=rng, chromaloc=loc)
+
+    assert same_frames(out, explicit(colour_range, chromaloc))
+    assert not same_frames(out, explicit("limited", 0))  # the defaults would give another picture
+    got, given = out.get_frame(0).props, yuv.get_frame(0).props
+    assert {k: got[k] for k in props} == {k: given[k] for k in props}
+
+
 def test_format_argument_picks_another_output_format() -> None:
     clip = picture(32, 24, 1)
     out = run(Uformer, clip, format=vs.YUV420P8)
@@ -152,3 +180,20 @@ def test_any_size_from_16x16(func, w: int, h: int) -> None:
     a = np.asarray(f[0]).astype(np.float64)
     b = np.asarray(core.resize.Bicubic(clip, width=w * scale, height=h * scale).get_frame(1)[0]).astype(np.float64)
     assert np.abs(a - b).mean() < 0.05 * 65535  # a restoration of the frame, not of its padding
+
+
+@pytest.mark.parametrize("func", [Uformer, RVRT])
+def test_one_pal_frame_directly(func) -> None:
+    """720x576 YUV420P8 without _Matrix (BT.470BG both ways); SwinIR's 720x576 frame runs under vspipe
+    (test_vspipe_formats.py)."""
+    rgb = picture(720, 576, 1)
+    yuv = core.resize.Bicubic(rgb, format=vs.YUV420P8, matrix_s="470bg").std.RemoveFrameProps("_Matrix")
+    out = run(func, yuv)
+    assert (out.format.id, out.width, out.height) == (vs.YUV420P8, 720, 576)
+    f = out.get_frame(0)
+    assert f.props["label"] == "keep-me" and "_Matrix" not in f.props
+    src = yuv.get_frame(0)
+    for p in range(3):
+        assert np.abs(np.asarray(f[p]).astype(np.float64) - np.asarray(src[p])).mean() < 0.05 * 255, (
+            p
+        )  # the picture, restored

@@ -81,3 +81,19 @@ def test_rvrt_chunks_recompute_non_finite_half_output_in_fp32(dtype: torch.dtype
     assert got.dtype == dtype and torch.isfinite(got).all()
     # the same fp32 forward, up to the sigma map, which entered in half precision (15/255 rounded)
     assert (got.float() - want).abs().max() < 5e-3
+
+
+def test_a_frame_of_failing_tiles_warns_once() -> None:
+    """Every tile of two frames is recomputed, with one warning under Python's default warning filter."""
+    x = picture(3, 24, 32)
+    half = load_model(str(MODELS / "swinir-x2-small.pth")).to(torch.bfloat16)
+    ref = load_model(str(MODELS / "swinir-x2-small.pth"))
+    poison_half_outputs(half)
+    recomputes: list[int] = []
+    ref.register_forward_hook(lambda module, args, out: recomputes.append(1))
+    with warnings.catch_warnings(record=True) as seen, torch.no_grad():
+        warnings.simplefilter("default")
+        for _ in range(2):
+            restore_image(half, x, tile=(16, 16), tile_overlap=4, fp32_model=lambda: ref)
+    assert len(recomputes) >= 4  # several tiles per frame were recomputed
+    assert len([w for w in seen if "recomputed in fp32" in str(w.message)]) == 1

@@ -89,6 +89,17 @@ def check_ints(
     return tuple(check_int(caller, name, v, minimum=minimum) for v in items)
 
 
+def check_flag(caller: str, name: str, value: object) -> bool:
+    """A yes/no option: True/False, or 1/0 (VapourSynth passes booleans as int)."""
+    if value is None:
+        return False
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise fail(caller, f"{name} must be 1 or 0 (True or False), got {value!r}")
+
+
 def check_sigma(caller: str, sigma: object) -> float:
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)):
         raise fail(caller, f"sigma must be a number (noise level on the 0-255 scale), got {sigma!r}")
@@ -115,10 +126,13 @@ class Options:
     tile_overlap: object = None
     chunk: object = None
     chunk_overlap: object = None
+    progressive: object = None  # restore interlaced (_FieldBased 1/2) frames as they are (--progressive)
 
 
-# the options a bundled model's zoo entry may set ("defaults"): everything but which model and where it runs
-MODEL_DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Options) if f.name not in ("model", "device", "half"))
+# the options a bundled model's zoo entry may set ("defaults"): everything but which model, where it runs, and what
+# the clip is
+CLIP_KEYS = ("model", "device", "half", "progressive")
+MODEL_DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Options) if f.name not in CLIP_KEYS)
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,7 @@ class Settings:
     chunk_overlap: int
     sigma: float | None  # the given noise level (by the user or the bundled model's defaults)
     backend: str = "torch"  # "torch", or "openvino" (device="openvino": the CPU through OpenVINO, exact attention)
+    progressive: bool = False  # interlaced frames are restored as they are instead of refused
 
 
 def attention_spec(
@@ -291,6 +306,7 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
         log.warning("%s: chunk and chunk_overlap are ignored: image models restore frame by frame", caller)
         chunk = chunk_overlap = None
     sigma = None if options.sigma is None else check_sigma(caller, options.sigma)
+    progressive = check_flag(caller, "progressive", options.progressive)
     try:
         device = resolve_device(device_text, caller=caller)
     except ValueError as exc:
@@ -311,6 +327,7 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
         chunk_overlap=video.DEFAULT_CHUNK_OVERLAP if chunk_overlap is None else chunk_overlap,
         sigma=sigma,
         backend=backend,
+        progressive=progressive,
     )
 
 

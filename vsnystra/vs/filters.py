@@ -44,10 +44,16 @@ FrameRenderer = Callable[[int, vs.VideoFrame, vs.VideoFrame], vs.VideoFrame]  # 
 
 
 def _settings(arch: Architecture, clip: Any, options: Options) -> Settings:
-    """The clip checks of this filter, then the shared options through the settings resolver."""
+    """The clip checks of this filter, then the shared options through the settings resolver.
+
+    An interlaced first frame is refused here (cheaply, before the model loads); later frames when they are read.
+    """
     half = V.check_clip(arch.filter_name, clip)
     with V.filter_errors():
-        return resolve(f"nystra.{arch.filter_name}", dataclasses.replace(options, half=half), arch=arch)
+        s = resolve(f"nystra.{arch.filter_name}", dataclasses.replace(options, half=half), arch=arch)
+    if not s.progressive:
+        V.check_progressive(arch.filter_name, clip.get_frame(0).props, 0)
+    return s
 
 
 def _load(s: Settings, func: str) -> tuple[nn.Module, ModelInfo, float | None]:
@@ -140,7 +146,7 @@ def _image_filter(arch: Architecture, source: Any, options: Options, format: obj
     out_format = V.check_format(func, format)
     net, info, _ = _load(s, func)
     conv = _convert(func, s, source, info, out_format)
-    clip = conv.to_model(source)
+    clip = conv.to_model(source if s.progressive else V.refuse_interlaced(func, source))
     out = _output_clip(clip, info.scale, info.out_channels)
     size = (clip.width, clip.height)
 
@@ -170,6 +176,7 @@ def SwinIR(
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
     format: int | None = None,
+    progressive: int | None = None,
 ) -> vs.VideoNode:
     """SwinIR frame by frame (super-resolution, denoising, JPEG artefact removal, by checkpoint).
 
@@ -179,9 +186,20 @@ def SwinIR(
     bundled SwinIR). attention: "auto" (default), "nystra" or "exact"; landmarks (16), iters (6; 2 at ``window``);
     window: enlarged attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N" or "openvino" (the CPU
     through OpenVINO, exact attention). tile: [w, h] input pixels with tile_overlap (32) px cross-faded; on CUDA out
-    of memory the frame is retried with smaller tiles.
+    of memory the frame is retried with smaller tiles. Interlaced frames (_FieldBased 1 or 2) are refused (deinterlace
+    first, e.g. with bwdif or QTGMC) unless progressive=1, which restores them as they are.
     """
-    options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
+    options = Options(
+        model,
+        attention,
+        landmarks,
+        iters,
+        window,
+        device,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        progressive=progressive,
+    )
     return _image_filter(architecture("swinir"), clip, options, format)
 
 
@@ -196,12 +214,23 @@ def Uformer(
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
     format: int | None = None,
+    progressive: int | None = None,
 ) -> vs.VideoNode:
     """Uformer frame by frame (denoising or deblurring, by checkpoint).
 
     Arguments as for SwinIR; Nystra defaults landmarks 32, iters 8 at the trained window (paper: 32, 6 at ``window``).
     """
-    options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
+    options = Options(
+        model,
+        attention,
+        landmarks,
+        iters,
+        window,
+        device,
+        tile=tile,
+        tile_overlap=tile_overlap,
+        progressive=progressive,
+    )
     return _image_filter(architecture("uformer"), clip, options, format)
 
 
@@ -220,6 +249,7 @@ def RVRT(
     sigma: float | None = None,
     cache_chunks: int | None = None,
     format: int | None = None,
+    progressive: int | None = None,
 ) -> vs.VideoNode:
     """RVRT over chunks of frames (video SR, deblurring, denoising, by checkpoint), bounded by scene cuts.
 
@@ -234,7 +264,8 @@ def RVRT(
     denoisers; without it the level is estimated per scene from its first 8 frames (vsnystra.runtime.noise), logged
     and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
     memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
-    chunks, so shots never mix; frames may be requested in any order and from any number of threads.
+    chunks, so shots never mix; frames may be requested in any order and from any number of threads. progressive:
+    as for SwinIR (interlaced frames are refused unless it is 1).
     """
     node, _ = rvrt_with_restorer(
         clip,
@@ -251,6 +282,7 @@ def RVRT(
         sigma,
         cache_chunks,
         format,
+        progressive,
     )
     return node
 
@@ -270,6 +302,7 @@ def rvrt_with_restorer(
     sigma: object = None,
     cache_chunks: object = None,
     format: object = None,
+    progressive: object = None,
 ) -> tuple[vs.VideoNode, TemporalRestorer]:
     """RVRT's implementation; also returns the chunk scheduler (tests and diagnostics read its counters)."""
     arch = architecture("rvrt")
@@ -286,6 +319,7 @@ def rvrt_with_restorer(
         tile_overlap=tile_overlap,
         chunk=chunk,
         chunk_overlap=chunk_overlap,
+        progressive=progressive,
     )
     source = clip
     s = _settings(arch, source, options)
@@ -296,7 +330,7 @@ def rvrt_with_restorer(
             capacity = check_int(s.caller, "cache_chunks", cache_chunks, minimum=1)
     net, info, sigma = _load(s, func)
     conv = _convert(func, s, source, info, out_format)
-    clip = conv.to_model(source)
+    clip = conv.to_model(source if s.progressive else V.refuse_interlaced(func, source))
     out = _output_clip(clip, info.scale, 3)
     assert s.chunk is not None  # a video architecture always resolves a chunk length
     restorer = TemporalRestorer(

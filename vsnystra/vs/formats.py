@@ -13,6 +13,10 @@ BT.470BG otherwise; same coefficients); the range (``_Range``, formerly ``_Color
 full for RGB; ``_ChromaLocation`` left (MPEG-2). ``_Transfer`` and ``_Primaries`` are never changed: the models
 restore gamma-encoded RGB, so the input's transfer and primaries carry over to the output as they are (unset stays
 unset). Grey clips are restored as RGB (the grey replicated) and return the luma of the restored RGB.
+
+Both conversions treat the frames as progressive (``_FieldBased`` 0; zimg would otherwise site the chroma of each
+field apart): interlaced clips reach them only when the caller said ``progressive=1``, and the output frames get the
+input's ``_FieldBased`` back with its other properties.
 """
 
 from __future__ import annotations
@@ -86,8 +90,13 @@ def _float_twin(fmt: vs.VideoFormat, family: int) -> vs.VideoFormat:
     return vs.core.query_video_format(family, vs.FLOAT, fmt.bits_per_sample, 0, 0)
 
 
+def _progressive(clip: vs.VideoNode) -> vs.VideoNode:
+    return vs.core.std.SetFrameProps(clip, _FieldBased=0)
+
+
 def _into_model(clip: vs.VideoNode, mfmt: vs.VideoFormat, colour: Colour) -> vs.VideoNode:
     """The clip in the model's float format; the colour description names the source side."""
+    clip = _progressive(clip)
     family = clip.format.color_family
     if family == vs.GRAY and mfmt.color_family == vs.RGB:  # the grey replicated in R, G and B
         grey = vs.core.resize.Point(clip, format=_float_twin(mfmt, vs.GRAY).id, range_in_s=colour.range)
@@ -109,7 +118,7 @@ def _out_of_model(clip: vs.VideoNode, target: vs.VideoFormat, source_family: int
         kw["matrix"] = colour.matrix
     if family == vs.YUV:
         kw["chromaloc"] = colour.chromaloc
-    return vs.core.resize.Bicubic(clip, **kw)
+    return vs.core.resize.Bicubic(_progressive(clip), **kw)
 
 
 def plan(clip: vs.VideoNode, channels: int, out_format: vs.VideoFormat | None) -> Conversion:

@@ -83,6 +83,34 @@ def check_sample_type(func: str, what: str, fmt: vs.VideoFormat) -> None:
         )
 
 
+FIELD_ORDER = {1: "bottom field first", 2: "top field first"}  # _FieldBased: 0 progressive, 1 BFF, 2 TFF
+
+
+def check_progressive(func: str, props: Any, n: int) -> None:
+    """Refuse an interlaced frame (``_FieldBased`` 1 or 2): the models restore whole frames, and restoring woven
+    fields smears the combing into both. The ``progressive`` keyword skips this check."""
+    field_based = int(props.get("_FieldBased", 0))
+    if field_based not in FIELD_ORDER:
+        return
+    bwdif_field = 1 if field_based == 2 else 0  # vs-bwdif's same-rate mode keeping the first field
+    raise fail(
+        func,
+        f"frame {n} is interlaced (_FieldBased={field_based}, {FIELD_ORDER[field_based]}); deinterlace first, "
+        f"e.g. core.bwdif.Bwdif(clip, field={bwdif_field}) or QTGMC, or pass progressive=1 to restore the frames "
+        "as they are",
+    )
+
+
+def refuse_interlaced(func: str, clip: vs.VideoNode) -> vs.VideoNode:
+    """``clip`` with every frame checked by :func:`check_progressive` as the filter reads it (RVRT's chunks too)."""
+
+    def check(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
+        check_progressive(func, f.props, n)
+        return f
+
+    return vs.core.std.ModifyFrame(clip, clip, check)
+
+
 def check_format(func: str, value: object) -> vs.VideoFormat | None:
     """The ``format`` argument: a constant video format id (e.g. vs.YUV420P10), or None for the input's format."""
     if value is None:
