@@ -223,7 +223,7 @@ class Driver:
             self.summary.warnings.append((f.src, damage))
         f.plan = plan
         for seg in plan.segments:
-            job = make_job(f, plan, seg, self.opts.encode, self.opts.deinterlace)
+            job = make_job(f, plan, seg, self.opts.encode)
             f.jobs[seg.index] = job
             record = read_record(job)
             if record is not None:
@@ -231,6 +231,11 @@ class Driver:
                 f.reused += 1
             else:
                 f.pending.append(job)
+        if plan.deinterlace:
+            log.info(
+                "%s: %d decoded frames deinterlaced (bwdif) into %d, one frame per %s",
+                *(f.label, plan.decoded, plan.frames, plan.deinterlace),
+            )
         log.info(
             "%s: %d frames, %d shots, %d segments (%d done before)",
             f.label,
@@ -258,9 +263,7 @@ class Driver:
                 f,
                 Task(
                     "vsnystra-assemble",
-                    lambda check: assemble_file(
-                        f, check, subtitles=self.opts.subtitles, field_order=not self.opts.deinterlace
-                    ),
+                    lambda check: assemble_file(f, check, subtitles=self.opts.subtitles),
                 ),
             )
         )
