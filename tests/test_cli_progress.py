@@ -85,3 +85,55 @@ def test_the_bar_counts_the_frames_really_decoded(
     assert re.search(rf"100\.0% {frames}/{frames} frames ", line), line
     with av.open(str(tmp_path / "o" / src.name)) as c:
         assert sum(1 for _ in c.decode(video=0)) == frames
+
+
+# ---------------------------------------------------------------- one writer per output file
+
+
+def test_an_output_lock_is_exclusive_names_its_holder_and_goes_with_its_process(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+    import socket
+
+    from vsnystra.cli.outlock import OutputLock, lock_path
+
+    final = tmp_path / "out.mkv"
+    first, second = OutputLock(final), OutputLock(final)
+    assert first.acquire()
+    assert not second.acquire()  # another descriptor: as another process would see it
+    assert second.describe_holder() == f"another vsnystra restore (pid {os.getpid()} on {socket.gethostname()})"
+    first.release()
+    assert not lock_path(final).exists()
+    lock_path(final).write_text(f"999999999@{socket.gethostname()}\n")  # left by a killed run: nobody holds it
+    with caplog.at_level("INFO"):
+        assert second.acquire()
+    assert "taking over the lock of pid 999999999" in caplog.text
+    second.release()
+
+
+def test_a_second_restore_skips_the_file_another_process_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import subprocess
+    import sys
+
+    from test_cli_checks import write_video
+
+    src = write_video(tmp_path / "a.mkv", 3)
+    out = tmp_path / "o"
+    hold = (
+        "import sys, time; from pathlib import Path; from vsnystra.cli.outlock import OutputLock; "
+        "assert OutputLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(out / "a.mkv")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        assert cli_main.main(["restore", str(src), "-o", str(out), "--codec", "ffv1"]) == 0
+        assert f"skipped, another vsnystra restore (pid {holder.pid} on " in caplog.text
+        assert "0 done, 1 skipped, 0 failed" in capsys.readouterr().err and not (out / "a.mkv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli_main.main(["restore", str(src), "-o", str(out), "--codec", "ffv1"]) == 0  # the dead holder's lock
+    assert (out / "a.mkv").is_file() and not (out / ".a.mkv.lock").exists()
