@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,14 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> obje
         raise IsADirectoryError(f"load_model: {p} is a directory; pass the checkpoint file (.pth) inside it")
     try:
         return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as err:  # objects beyond tensors; torch's text advises weights_only=False: never
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+        what = f" (e.g. {found.group(1)})" if found else ""
+        raise ValueError(
+            f"load_model: {p} holds Python objects besides tensors{what}, and vsnystra loads tensors only (loading "
+            "arbitrary objects could run code from the file); save the weights alone: "
+            "torch.save(model.state_dict(), path)"
+        ) from None
     except Exception as err:  # torch raises several types for truncated zips / pickles
         raise ValueError(
             f"load_model: could not read checkpoint {p} ({type(err).__name__}: {err}); expected a PyTorch "
