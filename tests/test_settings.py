@@ -237,3 +237,34 @@ def test_a_folder_and_a_checkpoint_with_objects_are_named_for_what_they_are(
     for message in (_filter_message(objects, {}), caplog.text):
         assert "weights_only" not in message and "argparse.Namespace" in message
         assert "torch.save(model.state_dict(), path)" in message
+
+
+def _frames(node: vs.VideoNode) -> list[np.ndarray]:
+    return [np.stack([np.asarray(f[p]) for p in range(f.format.num_planes)]) for f in node.frames()]
+
+
+def _noise_clip(w: int, h: int, n: int) -> vs.VideoNode:
+    clip = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:  # the same frame n on every request
+        out = f.copy()
+        rng = np.random.default_rng(n)
+        for p in range(3):
+            np.asarray(out[p])[:] = rng.random((h, w), dtype=np.float32)
+        return out
+
+    return core.std.ModifyFrame(clip, clip, fill)
+
+
+def test_the_documented_edge_values_mean_what_the_readme_says() -> None:
+    """tile=[0, 0] is no tiling; landmarks >= a window's tokens is exact attention; chunk >= the clip is one chunk."""
+    image = _noise_clip(32, 32, 1)
+    untiled = _frames(filters.SwinIR(image, device="cpu", attention="exact"))
+    no_tile = _frames(filters.SwinIR(image, device="cpu", attention="exact", tile=[0, 0]))
+    assert all(np.array_equal(a, b) for a, b in zip(untiled, no_tile, strict=True))
+    every = filters.SwinIR(image, device="cpu", attention="nystra", landmarks=64)  # 8x8 windows: 64 tokens
+    assert all(np.array_equal(a, b) for a, b in zip(untiled, _frames(every), strict=True))
+    video = _noise_clip(64, 64, 4)
+    whole = _frames(filters.RVRT(video, device="cpu", sigma=10.0, chunk=4, chunk_overlap=2))
+    longer = _frames(filters.RVRT(video, device="cpu", sigma=10.0, chunk=40, chunk_overlap=2))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, longer, strict=True))
