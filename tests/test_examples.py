@@ -138,3 +138,29 @@ def test_restore_script_evaluates_with_rvrt() -> None:
     )
     info = proc.stdout
     assert "Width: 192" in info and "Height: 160" in info and "Frames: 4" in info, info
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+def test_demo_shows_vspipes_progress_and_tags_the_matrix_it_encodes(tmp_path: Path) -> None:
+    env = {**os.environ, "FRAMES": "2", "WIDTH": "64", "HEIGHT": "48", "OUT": str(tmp_path), "VSPIPE": str(VSPIPE)}
+    proc = run(["bash", str(ROOT / "scripts" / "demo.sh")], env=env)
+    assert "Frame: 2/2" in proc.stderr, proc.stderr  # vspipe --progress
+    out = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=color_space,color_range",
+            "-of",
+            "json",
+            str(tmp_path / "demo.mkv"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert json.loads(out.stdout)["streams"][0] == {"color_space": "bt709", "color_range": "tv"}
