@@ -137,3 +137,23 @@ def test_a_second_restore_skips_the_file_another_process_writes(
         holder.wait()
     assert cli_main.main(["restore", str(src), "-o", str(out), "--codec", "ffv1"]) == 0  # the dead holder's lock
     assert (out / "a.mkv").is_file() and not (out / ".a.mkv.lock").exists()
+
+
+def test_a_script_output_another_process_writes_is_skipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from vsnystra.cli.outlock import OutputLock
+
+    script = tmp_path / "s.vpy"
+    script.write_text(
+        "import vapoursynth as vs\nvs.core.std.BlankClip(format=vs.YUV420P8, width=32, height=32, length=2)"
+        ".set_output()\n"
+    )
+    out = tmp_path / "o"
+    held = OutputLock(out / "s.mkv")  # another descriptor: what another process holding it looks like
+    assert held.acquire()
+    try:
+        assert cli_main.main(["restore", str(script), "-o", str(out), "--codec", "ffv1"]) == 0
+        assert "skipped, another vsnystra restore (pid" in caplog.text and not (out / "s.mkv").exists()
+    finally:
+        held.release()
+    assert cli_main.main(["restore", str(script), "-o", str(out), "--codec", "ffv1"]) == 0
+    assert (out / "s.mkv").is_file()
