@@ -4,7 +4,7 @@
 #   scripts/demo.sh                 -> out/demo.mkv (restored) and out/demo-noisy.mkv (input, for comparison)
 # Environment: FRAMES (48), WIDTH (320), HEIGHT (180), SIGMA (20), MODEL (bundled rvrt-denoise-small),
 #              ATTENTION (exact | nystra), DEVICE (auto), OUT (out), PYTHON (.venv/bin/python or python3).
-# On a CPU the restoration takes minutes (RVRT is heavy); FRAMES=12 gives a quick look.
+# On a CPU the restoration takes minutes (RVRT is heavy; vspipe shows its progress); FRAMES=12 gives a quick look.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -44,10 +44,12 @@ write_vpy "$OUT/demo-noisy.vpy" 0
 start=$(date +%s)
 if [[ -n "$VSPIPE" && -n "$FFMPEG" ]]; then
     for name in demo-noisy demo; do
-        say "vspipe $OUT/$name.vpy | ffmpeg -> $OUT/$name.mkv"
-        "$VSPIPE" -c y4m "$OUT/$name.vpy" - \
+        say "vspipe $OUT/$name.vpy | ffmpeg -> $OUT/$name.mkv (vspipe's progress below)"
+        # Y4M carries no colour matrix: tag what the .vpy converted to (BT.709, limited range), or players guess BT.601
+        "$VSPIPE" --progress -c y4m "$OUT/$name.vpy" - \
           | "$FFMPEG" -hide_banner -loglevel error -y -f yuv4mpegpipe -i - \
-              -c:v libx265 -preset medium -crf 16 -pix_fmt yuv420p10le -x265-params log-level=error "$OUT/$name.mkv"
+              -c:v libx265 -preset medium -crf 16 -pix_fmt yuv420p10le -x265-params log-level=error \
+              -colorspace bt709 -color_primaries bt709 -color_trc bt709 -color_range tv "$OUT/$name.mkv"
     done
 else
     say "vspipe or ffmpeg not found: encoding through the vsnystra CLI (PyAV)"

@@ -181,7 +181,7 @@ def test_interlaced_input_is_refused_unless_deinterlaced_or_declared_progressive
     assert field_order(src) == 2
     base = ["restore", str(src), "--codec", "ffv1", "--pix-fmt", "yuv444p"]
     assert cli_main.main([*base, "-o", str(tmp_path / "r")]) == 2
-    assert "is interlaced (top field first); add --deinterlace frame (bwdif) or --progressive" in caplog.text
+    assert "is interlaced (top field first); add --deinterlace frame or field (bwdif) or --progressive" in caplog.text
     assert fake.calls == 0 and not (tmp_path / "r").exists()
 
     caplog.clear()

@@ -38,6 +38,16 @@ def test_default_is_indexed_small_and_documented(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))
+def test_card_names_data_relative_to_the_repository(name: str) -> None:
+    """No absolute path of the machine a model was trained on (issue 20): data is named from the checkout."""
+    import re
+
+    text = (MODELS / _zoo()[name]["card"]).read_text(encoding="utf-8")
+    absolute = re.findall(r"(?<![\w.~/-])/(?:[\w.-]+/)+[\w.-]*", text)
+    assert not [p for p in absolute if not p.startswith(("/s", "/frame"))], absolute  # units like "ms/step" aside
+
+
+@pytest.mark.parametrize("name", sorted(NAMES))
 def test_default_loads_like_an_official_checkpoint(name: str) -> None:
     pth = MODELS / _zoo()[name]["file"]
     ck = torch.load(pth, map_location="cpu", weights_only=True)

@@ -131,6 +131,23 @@ def test_ray_gives_the_frames_of_the_local_run_and_reports_a_bad_file(
     assert not (tmp_path / "o" / ".clip.mkv.segments").exists()
 
 
+def test_ray_deinterlaces_one_frame_per_field_as_the_local_run(executor: Any, tmp_path: Path) -> None:
+    from test_cli_checks import write_tff
+
+    src = write_tff(tmp_path / "tff.mkv", n=7)
+
+    def opts(out: Path) -> distribute.Options:
+        return distribute.Options(out_dir=out, encode=FFV1, segment_frames=4, progress=False, deinterlace="field")
+
+    with one_thread():
+        assert distribute.restore_files([src], LocalExecutor(tiny_loaded()), opts(tmp_path / "local")).done
+    assert distribute.Driver([src], executor, opts(tmp_path / "ray")).run().done
+    local, ray = decoded(tmp_path / "local" / "tff.mkv"), decoded(tmp_path / "ray" / "tff.mkv")
+    assert len(local[0]) == len(ray[0]) == 14  # one frame per field, planned as such on the cluster too
+    assert all(np.array_equal(p, q) for p, q in zip(local[0], ray[0], strict=True))
+    assert local[1] == ray[1] == [i / 50 for i in range(14)]
+
+
 def test_a_worker_killed_mid_segment_is_retried(
     executor: Any, control: Path, clip: Path, reference: Path, tmp_path: Path
 ) -> None:

@@ -177,3 +177,94 @@ def test_the_real_bundled_rvrt_runs_with_its_zoo_defaults(monkeypatch: pytest.Mo
     args = cli_main.build_parser().parse_args(["restore", "x.mkv"])
     cli = S.resolve(cli_model.CALLER, cli_model.model_options(args))  # the CLI's default model
     assert cli.model_path == s.model_path and (cli.chunk, cli.chunk_overlap) == want
+
+
+# ---------------------------------------------------------------- misleading messages (issue 20)
+
+
+def _model_with_objects(tmp_path: Path, source: Path) -> Path:
+    """A checkpoint that pickles an object besides its tensors (what torch suggests weights_only=False for)."""
+    import argparse
+
+    import torch
+
+    path = tmp_path / "with-objects.pth"
+    torch.save({"params": torch.load(source, weights_only=True), "args": argparse.Namespace(lr=1)}, path)
+    return path
+
+
+@needs_fixtures
+@pytest.mark.parametrize(
+    ("kwargs", "flags", "words"),
+    [
+        ({"window": [2, 4, 4]}, ["--window", "2,4,4"], "window [2, 4, 4] is smaller than the window [2, 8, 8]"),
+        ({"window": [6, 16]}, ["--window", "6,16"], "use at least [8, 8]"),
+        ({"window": [1, 8, 8]}, ["--window", "1,8,8"], "use at least [2, 8, 8]"),
+    ],
+)
+def test_a_window_smaller_than_trained_is_refused_in_the_same_words(
+    kwargs: dict[str, object], flags: list[str], words: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from_filter = _filter_message(RVRT_DN, {**kwargs, "device": "cpu"})
+    assert from_filter == _cli_message(RVRT_DN, [*flags, "--device", "cpu"], tmp_path, caplog)
+    assert words in from_filter and "leave window unset" in from_filter
+
+
+@needs_fixtures
+def test_swinir_window_smaller_than_trained_is_refused_and_larger_accepted() -> None:
+    clip = core.std.BlankClip(format=vs.RGBS, width=64, height=64, length=1)
+    with pytest.raises(vs.Error, match=r"window 3 is smaller than the window \[8, 8\] .* use at least 8"):
+        filters.SwinIR(clip, model=str(SWINIR), window=3, device="cpu")
+    assert filters.SwinIR(clip, model=str(SWINIR), window=16, device="cpu").width == 128
+
+
+@needs_fixtures
+def test_a_folder_and_a_checkpoint_with_objects_are_named_for_what_they_are(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copyfile(RVRT_DN, folder / "rvrt.pth")
+    from_filter = _filter_message(folder, {})
+    assert from_filter == _cli_message(folder, [], tmp_path, caplog)
+    want = f"model {str(folder)!r} is a folder, not a checkpoint file; pass the .pth file inside it (it holds rvrt.pth)"
+    assert from_filter == want
+    objects = _model_with_objects(tmp_path, RVRT_DN)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="vsnystra"):
+        rc = cli_main.main(["restore", str(tmp_path / "in.mkv"), "-o", str(tmp_path / "o"), "--model", str(objects)])
+    assert rc == cli_main.EXIT_USAGE
+    for message in (_filter_message(objects, {}), caplog.text):
+        assert "weights_only" not in message and "argparse.Namespace" in message
+        assert "torch.save(model.state_dict(), path)" in message
+
+
+def _frames(node: vs.VideoNode) -> list[np.ndarray]:
+    return [np.stack([np.asarray(f[p]) for p in range(f.format.num_planes)]) for f in node.frames()]
+
+
+def _noise_clip(w: int, h: int, n: int) -> vs.VideoNode:
+    clip = core.std.BlankClip(format=vs.RGBS, width=w, height=h, length=n)
+
+    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:  # the same frame n on every request
+        out = f.copy()
+        rng = np.random.default_rng(n)
+        for p in range(3):
+            np.asarray(out[p])[:] = rng.random((h, w), dtype=np.float32)
+        return out
+
+    return core.std.ModifyFrame(clip, clip, fill)
+
+
+def test_the_documented_edge_values_mean_what_the_readme_says() -> None:
+    """tile=[0, 0] is no tiling; landmarks >= a window's tokens is exact attention; chunk >= the clip is one chunk."""
+    image = _noise_clip(32, 32, 1)
+    untiled = _frames(filters.SwinIR(image, device="cpu", attention="exact"))
+    no_tile = _frames(filters.SwinIR(image, device="cpu", attention="exact", tile=[0, 0]))
+    assert all(np.array_equal(a, b) for a, b in zip(untiled, no_tile, strict=True))
+    every = filters.SwinIR(image, device="cpu", attention="nystra", landmarks=64)  # 8x8 windows: 64 tokens
+    assert all(np.array_equal(a, b) for a, b in zip(untiled, _frames(every), strict=True))
+    video = _noise_clip(64, 64, 4)
+    whole = _frames(filters.RVRT(video, device="cpu", sigma=10.0, chunk=4, chunk_overlap=2))
+    longer = _frames(filters.RVRT(video, device="cpu", sigma=10.0, chunk=40, chunk_overlap=2))
+    assert all(np.array_equal(a, b) for a, b in zip(whole, longer, strict=True))

@@ -99,6 +99,40 @@ def test_vspipe_error_is_reported_not_crashed(tmp_path: Path) -> None:
     assert re.search(rb"nystra\.RVRT: RuntimeError: marker-9931", proc.stderr), proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("core.nystra.RVRT(clip, sigma=-1)", "nystra.RVRT: sigma must be between 0 and 255"),
+        ("core.nystra.SwinIR(clip, window=3)", "nystra.SwinIR: window 3 is smaller than the window [8, 8]"),
+        ("core.nystra.Uformer(clip, tile=[0, 64])", "nystra.Uformer: tile [0, 64] mixes 0 (no tiling) and a size"),
+    ],
+)
+def test_a_settings_mistake_is_at_most_three_lines_on_vspipes_stderr(call: str, message: str, tmp_path: Path) -> None:
+    """The real filters under vspipe (this checkout's vsnystra): the message once, no traceback, a failing exit."""
+    script = tmp_path / "mistake.vpy"
+    script.write_text(
+        "import vapoursynth as vs\nfrom vapoursynth import core\n"
+        "clip = core.std.BlankClip(format=vs.RGBS, width=64, height=64, length=2)\n"
+        f"{call}.set_output()\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env["PYTHONPATH"] = str(REPO_ROOT)  # the checkout under test, wherever the venv's vsnystra points
+    proc = subprocess.run(
+        [str(VSPIPE), "--info", str(script), "-"], cwd=tmp_path, capture_output=True, timeout=240, env=env
+    )
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode != 0 and proc.stdout == b"", err
+    assert len(err.strip().splitlines()) <= 3 and err.count(message) == 1 and "Traceback" not in err, err
+
+
+def test_a_settings_mistake_stays_a_catchable_vs_error_outside_a_script_host() -> None:
+    import vapoursynth as vs
+
+    clip = vs.core.std.BlankClip(format=vs.RGBS, width=64, height=64, length=2)
+    with pytest.raises(vs.Error, match=r"nystra\.RVRT: sigma must be between 0 and 255"):
+        vs.core.nystra.RVRT(clip, sigma=-1)
+
+
 def test_vspipe_swinir_y4m(tmp_path: Path) -> None:
     """The real SwinIR filter (vsnystra.vs.filters) on a tiny clip with the parity checkpoint."""
     model = PARITY_DIR / "swinir_classical_x2.pth"

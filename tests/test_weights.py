@@ -101,7 +101,7 @@ def test_full_download(server: tuple[str, ServerState], tmp_path: Path) -> None:
 def test_truncated_then_resume(server: tuple[str, ServerState], tmp_path: Path) -> None:
     base, state = server
     state.cut_after = 100_000
-    with pytest.raises(zoo.DownloadError, match="resume"):
+    with pytest.raises(zoo.DownloadError, match=r"resume from .*model\.pth\.part \(100000 B\)"):
         zoo.download(_entry(base), dest_dir=tmp_path, retries=0)
     part = tmp_path / "model.pth.part"
     assert part.stat().st_size == 100_000
@@ -109,6 +109,24 @@ def test_truncated_then_resume(server: tuple[str, ServerState], tmp_path: Path) 
     out = zoo.download(_entry(base, sha256=hashlib.sha256(PAYLOAD).hexdigest()), dest_dir=tmp_path)
     assert out.read_bytes() == PAYLOAD
     assert state.ranges == [None, "bytes=100000-"]
+
+
+def test_offline_download_leaves_no_lock_and_names_no_missing_part(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on: connection refused, as offline
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/rel"
+    with pytest.raises(zoo.DownloadError) as err:
+        zoo.download(_entry(dead), dest_dir=tmp_path, retries=1, backoff=0)
+    assert ".part" not in str(err.value) and "check the network connection" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no 0-byte .lock, no .part
+
+
+def test_a_finished_download_leaves_no_lock(server: tuple[str, ServerState], tmp_path: Path) -> None:
+    base, _ = server
+    zoo.download(_entry(base), dest_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pth"]
 
 
 def test_retry_resumes_within_one_call(server: tuple[str, ServerState], tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,26 @@ def read_checkpoint(path: str | os.PathLike[str], *, mmap: bool = False) -> obje
         raise IsADirectoryError(f"load_model: {p} is a directory; pass the checkpoint file (.pth) inside it")
     try:
         return torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as err:  # torch raises several types for truncated zips / pickles
+    except pickle.UnpicklingError as err:  # torch's text advises weights_only=False, which is never passed on
+        text = str(err)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found is None:  # not a checkpoint's pickle: name what the unpickler found, not torch's advice
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            raise _unreadable(p, pickle.UnpicklingError(detail.group(1).strip() if detail else "bad pickle")) from None
         raise ValueError(
-            f"load_model: could not read checkpoint {p} ({type(err).__name__}: {err}); expected a PyTorch "
-            "checkpoint written by torch.save (the file may be truncated or corrupt: download it again)"
-        ) from err
+            f"load_model: {p} holds Python objects besides tensors (e.g. {found.group(1)}), and vsnystra loads "
+            "tensors only (loading arbitrary objects could run code from the file); save the weights alone: "
+            "torch.save(model.state_dict(), path)"
+        ) from None
+    except Exception as err:  # torch raises several types for truncated zips / pickles
+        raise _unreadable(p, err) from err
+
+
+def _unreadable(p: Path, err: Exception) -> ValueError:
+    return ValueError(
+        f"load_model: could not read checkpoint {p} ({type(err).__name__}: {err}); expected a PyTorch "
+        "checkpoint written by torch.save (the file may be truncated or corrupt: download it again)"
+    )
 
 
 def canonical_state_dict(obj: object) -> dict[str, torch.Tensor]:

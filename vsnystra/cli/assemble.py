@@ -21,6 +21,7 @@ from typing import Any
 import av
 
 from vsnystra.cli.pipeline import _copy_tags, _open_av_source
+from vsnystra.cli.worker import output_timing
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +59,16 @@ def assemble(
     check: Callable[[], None] | None = None,
     *,
     subtitles: bool = True,
-    field_order: bool = True,
+    deinterlace: str = "",
 ) -> int:
     """Write ``tmp`` from the segment files (in order) and the source's other streams; returns the frame count.
     ``check`` is called once per video packet (it may raise to cancel); ``subtitles`` False leaves them out;
-    ``field_order`` keeps the source's field order tag (an interlaced source restored as it is)."""
+    ``deinterlace`` "" keeps the source's field order tag (an interlaced source restored as it is), "field" doubles
+    the frame rate (``worker.output_timing``)."""
     depth = max(reorder_depth(r["packet_pts"]) for r in records)
     with av.open(str(src), "r") as inp, av.open(str(tmp), "w", format=container_format) as out:
         source = _open_av_source(inp, warn=False)
+        source.rate, source.time_base = output_timing(source.rate, source.time_base, deinterlace)
         tb = source.time_base
         step = max(1, round(1 / (source.rate * tb)))
         with av.open(str(segments[0])) as first:
@@ -81,7 +84,7 @@ def assemble(
         ctx.color_range, ctx.colorspace = colour.color_range, colour.colorspace
         ctx.color_primaries, ctx.color_trc = colour.color_primaries, colour.color_trc
         ctx.framerate = source.rate
-        if field_order:
+        if not deinterlace:
             ctx.field_order = source.video_stream.codec_context.field_order
         if source.sample_aspect_ratio:
             ctx.sample_aspect_ratio = source.sample_aspect_ratio

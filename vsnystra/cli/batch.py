@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from vsnystra.cli.media import EncodeSettings
+from vsnystra.cli.outlock import OutputLock
 from vsnystra.cli.pipeline import Restorer, process
 from vsnystra.cli.progress import ProgressBar, _fmt_time
 
@@ -136,18 +137,29 @@ def run_batch(
                 log.info("%s: skipped, %s exists", label, final)
                 summary.skipped.append(src)
                 continue
-            summary.frames += _one(
-                src,
-                final,
-                label,
-                restorer_for,
-                encode,
-                container_format,
-                stream if progress else None,
-                summary,
-                progress,
-                script_args,
-            )
+            lock = OutputLock(final)
+            if not lock.acquire():
+                log.warning("%s: skipped, %s is writing %s", label, lock.describe_holder(), final)
+                summary.skipped.append(src)
+                continue
+            try:
+                if final.exists() and not overwrite:  # another process finished it meanwhile
+                    summary.skipped.append(src)
+                    continue
+                summary.frames += _one(
+                    src,
+                    final,
+                    label,
+                    restorer_for,
+                    encode,
+                    container_format,
+                    stream if progress else None,
+                    summary,
+                    progress,
+                    script_args,
+                )
+            finally:
+                lock.release()
     except KeyboardInterrupt:  # the current file's temporary output is already removed; report, don't raise
         summary.interrupted = True
     finally:

@@ -4,8 +4,9 @@ The driver is the same for every executor. Executors only run jobs: ``local_exec
 process with the model already loaded, ``ray_executor.RayExecutor`` on Ray actors; both call
 ``worker.run_segment`` on the same jobs, so they write the same frames. The driver hands out the jobs of the
 files planned so far, plans the next file in a background thread while they run (so a long planning pass does not
-idle the workers), and assembles a file in a background thread as soon as its last segment is in. One driver
-per output folder at a time: a run deletes the temporary files it finds in the work folders it uses.
+idle the workers), and assembles a file in a background thread as soon as its last segment is in. A driver
+claims each output (``outlock.OutputLock``) before it plans it or deletes the temporary files of its work folder;
+an output another running ``vsnystra restore`` holds is skipped with a line saying so.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 from vsnystra.cli import batch
 from vsnystra.cli.background import Cancelled, Task
 from vsnystra.cli.filework import FileWork, Options, assemble_file, make_job, plan_file
+from vsnystra.cli.outlock import OutputLock
 from vsnystra.cli.progress import ProgressBar, _fmt_time
 from vsnystra.cli.segments import FilePlan, Temporal
 from vsnystra.cli.worker import SegmentJob, read_record
@@ -88,6 +90,7 @@ class Driver:
         self.frames_total = 0
         self.planning: tuple[FileWork, Task[FilePlan]] | None = None
         self.assembling: list[tuple[FileWork, Task[int]]] = []
+        self.locks: dict[str, OutputLock] = {}  # outputs this driver has claimed, by key
 
     # ------------------------------------------------------------------ the batch
     def run(self) -> SegmentedSummary:
@@ -110,6 +113,8 @@ class Driver:
             self._collect(wait=True)  # outputs whose segments were all in are still written
         finally:
             self._stop_background()
+            for lock in self.locks.values():
+                lock.release()
             if self.bar is not None:
                 self.bar.close()
             self.summary.seconds = time.monotonic() - start
@@ -149,9 +154,38 @@ class Driver:
             for f in self.active:
                 if f.pending and not f.failed:
                     return f.pending.popleft()
-            if not self.queue:
+            if self._claim_head() is None:
                 return None
             self._open(self.queue.popleft())
+
+    def _claim_head(self) -> FileWork | None:
+        """The first queued file, claimed for this process; files another process writes (or has written meanwhile)
+        are taken off the queue as skipped."""
+        while self.queue:
+            f = self.queue[0]
+            key = str(f.final)
+            if key in self.locks:
+                return f
+            lock = OutputLock(f.final)
+            if not lock.acquire():
+                self.queue.popleft()
+                log.warning("%s: skipped, %s is writing %s", f.label, lock.describe_holder(), f.final)
+                self.summary.skipped.append(f.src)
+                continue
+            if f.final.exists() and not self.opts.overwrite:  # finished by another process since the batch began
+                lock.release()
+                self.queue.popleft()
+                log.info("%s: skipped, %s exists", f.label, f.final)
+                self.summary.skipped.append(f.src)
+                continue
+            self.locks[key] = lock
+            return f
+        return None
+
+    def _release(self, f: FileWork) -> None:
+        lock = self.locks.pop(str(f.final), None)
+        if lock is not None:
+            lock.release()
 
     def has_work(self) -> bool:
         """Jobs left to hand out (including files not planned yet)."""
@@ -208,8 +242,9 @@ class Driver:
             log.debug("traceback", exc_info=True)
             return
         finally:
-            if self.queue and self.planning is None:  # plan the next file while this one is restored
-                nxt = self.queue[0]
+            nxt_claimed = self._claim_head() if self.planning is None else None
+            if nxt_claimed is not None:  # plan the next file while this one is restored
+                nxt = nxt_claimed
                 self.planning = (
                     nxt,
                     Task("vsnystra-plan", lambda check: plan_file(nxt, self.temporal, self.opts, check)),
@@ -223,7 +258,7 @@ class Driver:
             self.summary.warnings.append((f.src, damage))
         f.plan = plan
         for seg in plan.segments:
-            job = make_job(f, plan, seg, self.opts.encode, self.opts.deinterlace)
+            job = make_job(f, plan, seg, self.opts.encode)
             f.jobs[seg.index] = job
             record = read_record(job)
             if record is not None:
@@ -231,6 +266,11 @@ class Driver:
                 f.reused += 1
             else:
                 f.pending.append(job)
+        if plan.deinterlace:
+            log.info(
+                "%s: %d decoded frames deinterlaced (bwdif) into %d, one frame per %s",
+                *(f.label, plan.decoded, plan.frames, plan.deinterlace),
+            )
         log.info(
             "%s: %d frames, %d shots, %d segments (%d done before)",
             f.label,
@@ -258,9 +298,7 @@ class Driver:
                 f,
                 Task(
                     "vsnystra-assemble",
-                    lambda check: assemble_file(
-                        f, check, subtitles=self.opts.subtitles, field_order=not self.opts.deinterlace
-                    ),
+                    lambda check: assemble_file(f, check, subtitles=self.opts.subtitles),
                 ),
             )
         )
@@ -287,6 +325,7 @@ class Driver:
                 *(f.label, f.final, n, segs, segs - f.reused, f.reused, f.retried, f.assemble_s),
             )
             shutil.rmtree(f.workdir, ignore_errors=True)
+            self._release(f)
 
     def _fail(self, f: FileWork, reason: str) -> None:
         if f.failed:
@@ -297,8 +336,10 @@ class Driver:
         if f in self.active:
             self.active.remove(f)
         f.pending.clear()
-        if not f.records:  # nothing worth resuming
+        if not f.records and str(f.final) in self.locks:  # nothing worth resuming (and the work folder is ours)
             shutil.rmtree(f.workdir, ignore_errors=True)
+        if not any(t[0] is f for t in self.assembling):
+            self._release(f)
 
     def _stop_background(self) -> None:
         """Cancel planning and assembly still running (an interrupt, an error); their temporary files go."""

@@ -33,7 +33,7 @@ from vsnystra.cli.segments import (
     Temporal,
     plan_segments,
 )
-from vsnystra.cli.worker import TEMP_TAG, SegmentJob, write_json_atomic
+from vsnystra.cli.worker import DEINTERLACE_MODES, TEMP_TAG, SegmentJob, field_pts, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Options:
     stream: TextIO | None = None
     subtitles: bool = True  # copy the subtitle streams (--no-subtitles: leave them out)
     strict: bool = False  # a damaged or truncated input fails instead of a warning
-    deinterlace: bool = False  # bwdif before the model (interlaced inputs; see vsnystra.cli.worker.deinterlaced)
+    deinterlace: str = ""  # "frame"/"field": bwdif before the model, for interlaced inputs (worker.deinterlaced)
 
 
 @dataclass
@@ -118,20 +118,24 @@ def plan_file(f: FileWork, temporal: Temporal, opts: Options, check: Callable[[]
     on_frame = (lambda _: check()) if check is not None else None
     s = scan(f.src, threshold=opts.scene_threshold, find_cuts=temporal is not None, on_frame=on_frame)
     f.scan_s = time.monotonic() - t
+    mode = opts.deinterlace if s.interlaced else ""  # progressive inputs of the batch are left as they are
+    per = DEINTERLACE_MODES.get(mode, 1)
     plan = FilePlan(
         fingerprint=key,
         source=str(f.src.resolve()),
-        frames=s.frames,
+        frames=s.frames * per,  # what the model sees and the output holds: the planner counts these
         temporal=temporal,
         segment_frames=opts.segment_frames,
-        cuts=s.cuts if temporal is not None else [],
+        cuts=[c * per for c in s.cuts] if temporal is not None else [],
         decode_pts=s.decode_pts,
-        out_pts=s.out_pts,
+        out_pts=field_pts(s.out_pts, s.step, mode),
         checksums=s.checksums,
         seekable=s.seekable,
         expected=s.expected,
         decode_errors=s.decode_errors,
         exact=s.exact,
+        deinterlace=mode,
+        decoded=s.frames,
     )
     plan.segments = plan_segments(plan.frames, plan.cuts, temporal, opts.segment_frames)
     f.workdir.mkdir(parents=True, exist_ok=True)
@@ -139,28 +143,40 @@ def plan_file(f: FileWork, temporal: Temporal, opts: Options, check: Callable[[]
     return plan
 
 
-def make_job(
-    f: FileWork, plan: FilePlan, seg: Segment, encode: EncodeSettings, deinterlace: bool = False
-) -> SegmentJob:
-    (ra, rb), (wa, wb) = seg.read, seg.write
+def decode_range(read: tuple[int, int], decoded: int, deinterlace: str) -> tuple[tuple[int, int], int]:
+    """The decoded frames a read range of (deinterlaced) frames comes from, and how many bwdif outputs to drop
+    before it. With bwdif one frame of context is decoded on each side (its output depends on the neighbours)."""
+    if not deinterlace:
+        return read, 0
+    per = DEINTERLACE_MODES[deinterlace]
+    ra, rb = read
+    first, end = ra // per, -(-rb // per)
+    a, b = max(0, first - 1), min(decoded, end + 1)
+    return (a, b), ra - a * per
+
+
+def make_job(f: FileWork, plan: FilePlan, seg: Segment, encode: EncodeSettings) -> SegmentJob:
+    (wa, wb) = seg.write
+    decoded = plan.frames if plan.decoded is None else plan.decoded
+    (da, db), drop = decode_range(seg.read, decoded, plan.deinterlace)
     return SegmentJob(
         key=str(f.final),
         src=str(f.src.resolve()),
         workdir=str(f.workdir.resolve()),
         fingerprint=plan.fingerprint,
         segment=seg,
-        decode_pts=tuple(plan.decode_pts[ra:rb]),
-        checksums=tuple(plan.checksums[ra:rb]) if plan.checksums is not None else None,
+        decode_pts=tuple(plan.decode_pts[da:db]),
+        checksums=tuple(plan.checksums[da:db]) if plan.checksums is not None else None,
         out_pts=tuple(plan.out_pts[wa:wb]),
         seek=plan.seekable,
         encode=encode,
-        deinterlace=deinterlace,
+        deinterlace=plan.deinterlace,
+        decode=(da, db) if plan.deinterlace else None,
+        drop=drop,
     )
 
 
-def assemble_file(
-    f: FileWork, check: Callable[[], None] | None = None, *, subtitles: bool = True, field_order: bool = True
-) -> int:
+def assemble_file(f: FileWork, check: Callable[[], None] | None = None, *, subtitles: bool = True) -> int:
     """Join all segments (records checked) into a temporary file, rename it into place; returns the frame count.
     The temporary file is removed on any failure or cancellation; the work folder is left to the caller."""
     from vsnystra.cli.assemble import assemble
@@ -182,7 +198,7 @@ def assemble_file(
             batch._format_for(f.final),
             check,
             subtitles=subtitles,
-            field_order=field_order,
+            deinterlace=f.plan.deinterlace,
         )
         if n != f.plan.frames:
             raise RuntimeError(f"the joined output has {n} frames, the input {f.plan.frames}")

@@ -103,9 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--deinterlace",
-        choices=["frame"],
-        help="deinterlace before the model with FFmpeg's bwdif: 'frame' gives one frame per frame (same frame rate, "
-        "field order tag dropped); interlaced inputs are refused without --deinterlace or --progressive",
+        choices=["frame", "field"],
+        help="deinterlace interlaced inputs before the model with FFmpeg's bwdif: 'frame' gives one frame per frame "
+        "(same frame rate), 'field' one frame per field (twice the frame rate, twice the frames); the field order "
+        "tag is dropped. Interlaced inputs are refused without --deinterlace or --progressive; progressive inputs "
+        "of the batch are not deinterlaced",
     )
     r.add_argument(
         "--progressive",
@@ -223,7 +225,16 @@ def _preflight(args: argparse.Namespace, inputs: Sequence[Path], encode: EncodeS
             log.warning("%s is interlaced (%s): treated as progressive (--progressive), field order kept", src, how)
         elif not args.deinterlace:
             raise preflight.UsageError(
-                f"restore: {src} is interlaced ({how}); add --deinterlace frame (bwdif) or --progressive"
+                f"restore: {src} is interlaced ({how}); add --deinterlace frame or field (bwdif) or --progressive"
+            )
+        else:
+            rate = "the same frame rate" if args.deinterlace == "frame" else "twice the frame rate"
+            log.info(
+                "%s is interlaced (%s): deinterlaced with bwdif, one frame per %s (%s)",
+                src,
+                how,
+                args.deinterlace,
+                rate,
             )
 
 
@@ -321,7 +332,7 @@ def _restore(args: argparse.Namespace) -> int:
                     progress=not args.quiet,
                     subtitles=not args.no_subtitles,
                     strict=args.strict,
-                    deinterlace=args.deinterlace == "frame",
+                    deinterlace=args.deinterlace or "",
                 )
                 summary = distribute.restore_files(videos, executor, options).merge(summary)
     except KeyboardInterrupt:  # a second Ctrl-C while cleaning up

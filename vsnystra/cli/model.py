@@ -23,7 +23,7 @@ from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.noise import estimate_sigma
 from vsnystra.runtime.openvino import with_backend
-from vsnystra.runtime.settings import Options, check_model, resolve
+from vsnystra.runtime.settings import Options, WindowTooSmall, check_model, fail, resolve
 from vsnystra.runtime.video import restore_video
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,12 @@ class LoadedModel:
 def load(options: Options) -> LoadedModel:
     """Resolve the options and load the model once for the whole batch; fails early with the fix in the message."""
     s = resolve(CALLER, options)
-    model = with_backend(
-        default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention), s.backend
-    )
+    try:
+        model = with_backend(
+            default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention), s.backend
+        )
+    except WindowTooSmall as exc:
+        raise fail(CALLER, str(exc)) from None
     info = model_info(model, CALLER)
     sigma = check_model(s, info)
     log.info(

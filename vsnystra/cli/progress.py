@@ -2,13 +2,21 @@
 
 On a terminal it redraws one line; otherwise (logs, CI) it writes a plain line every few seconds, so a batch
 run's log stays readable.
+
+The ETA is shown only once it means something: the rate it uses is measured from the first unit done (model
+loading, planning and the first chunk's warm-up are not counted as work), over at least ``ETA_MIN_FRACTION`` of the
+total and ``ETA_MIN_SECONDS``; before that it reads ``--:--``.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+ETA_MIN_FRACTION = 0.05  # of the total, done after the first unit
+ETA_MIN_SECONDS = 3.0  # since the first unit
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -40,6 +48,7 @@ class ProgressBar:
         stream: TextIO | None = None,
         interval: float | None = None,
         width: int = 28,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.label = label
         self.total = total if total and total > 0 else None
@@ -49,17 +58,29 @@ class ProgressBar:
         self.interval = interval if interval is not None else (0.2 if self.tty else 5.0)
         self.width = width
         self.done = 0
-        self.start = time.monotonic()
+        self.clock = clock
+        self.start = clock()
+        self._first: tuple[float, int] | None = None  # (time, count) of the first progress
         self._last_draw = -1e9
         self._closed = False
 
     def rate(self) -> float:
-        elapsed = time.monotonic() - self.start
+        elapsed = self.clock() - self.start
         return self.done / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left, or None until the rate since the first unit is measured over enough work and time."""
+        if self.total is None or self._first is None:
+            return None
+        t0, n0 = self._first
+        seconds, units = self.clock() - t0, self.done - n0
+        if units <= 0 or units < ETA_MIN_FRACTION * self.total or seconds < ETA_MIN_SECONDS:
+            return None
+        return max(0.0, (self.total - self.done) * seconds / units)
 
     def render(self) -> str:
         rate = self.rate()
-        eta = (self.total - self.done) / rate if self.total is not None and rate > 0 else None
+        eta = self.eta()
         if self.unit == "bytes":
             count = _fmt_bytes(self.done) + (f"/{_fmt_bytes(self.total)}" if self.total else "")
             speed = f"{_fmt_bytes(rate)}/s"
@@ -72,7 +93,7 @@ class ProgressBar:
             bar = f"[{'#' * filled}{'.' * (self.width - filled)}] {frac * 100:5.1f}% "
         else:
             bar = ""
-        elapsed = _fmt_time(time.monotonic() - self.start)
+        elapsed = _fmt_time(self.clock() - self.start)
         return f"{self.label} {bar}{count} {speed} elapsed {elapsed} ETA {_fmt_time(eta)}"
 
     def _draw(self, final: bool = False) -> None:
@@ -82,7 +103,7 @@ class ProgressBar:
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
-        self._last_draw = time.monotonic()
+        self._last_draw = self.clock()
 
     def update(self, n: int = 1) -> None:
         """Add ``n`` units; redraws at most every ``interval`` seconds."""
@@ -90,10 +111,12 @@ class ProgressBar:
 
     def set(self, done: int, total: int | None = None) -> None:
         """Set the absolute count (downloads report absolute byte counts)."""
+        if self._first is None and done > 0:
+            self._first = (self.clock(), done)
         self.done = done
         if total is not None and total > 0:
             self.total = total
-        if time.monotonic() - self._last_draw >= self.interval:
+        if self.clock() - self._last_draw >= self.interval:
             self._draw()
 
     def close(self) -> None:

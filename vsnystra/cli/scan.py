@@ -31,6 +31,7 @@ import numpy as np
 from av.video.reformatter import Interpolation, VideoReformatter
 
 from vsnystra.cli.pipeline import _open_av_source
+from vsnystra.cli.preflight import FIELD_ORDERS
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class Scan:
     expected: int | None = None
     exact: bool = False
     decode_errors: int = 0
+    interlaced: bool = False  # tagged with a field order, or its first frame is flagged interlaced
+    step: int = 1  # a frame's duration in the stream's time base
 
     @property
     def seekable(self) -> bool:
@@ -92,6 +95,7 @@ def scan(src: Path, *, threshold: float, find_cuts: bool, on_frame: Callable[[in
         last: int | None = None
         errors = 0
         exact = int(vin.frames) > 0
+        interlaced = int(vin.codec_context.field_order or 0) in FIELD_ORDERS
         for packet in inp.demux(vin):
             try:
                 decoded = packet.decode()
@@ -103,6 +107,8 @@ def scan(src: Path, *, threshold: float, find_cuts: bool, on_frame: Callable[[in
                 if not isinstance(frame, av.VideoFrame):
                     continue
                 n = len(decode_pts)
+                if n == 0 and int(vin.codec_context.field_order or 0) == 0:  # untagged: as the first frame says
+                    interlaced = bool(frame.interlaced_frame)
                 decode_pts.append(frame.pts)
                 pts = frame.pts
                 if pts is None or (last is not None and pts <= last):  # as pipeline._run assigns them
@@ -128,4 +134,4 @@ def scan(src: Path, *, threshold: float, find_cuts: bool, on_frame: Callable[[in
                     on_frame(n + 1)
     if not decode_pts:
         raise ValueError("no video frames were decoded")
-    return Scan(len(decode_pts), decode_pts, out_pts, sums, cuts, source.total, exact, errors)
+    return Scan(len(decode_pts), decode_pts, out_pts, sums, cuts, source.total, exact, errors, interlaced, step)

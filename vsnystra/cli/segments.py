@@ -166,18 +166,21 @@ class FilePlan:
     expected: int | None = None  # frames the container says it holds (its count, else duration x rate)
     decode_errors: int = 0  # packets the decoder refused (skipped; their frames are missing)
     exact: bool = False  # ``expected`` is the container's frame count, not an estimate from the duration
+    deinterlace: str = ""  # "frame"/"field": frames are bwdif's output; "field" makes two of every decoded frame
+    decoded: int | None = None  # frames decoded (``frames`` counts the deinterlaced ones); None: ``frames``
 
     def damage(self) -> str | None:
         """What is missing from the input, or None: a truncated or damaged file is reported, never silently cut."""
-        missing = 0 if self.expected is None else self.expected - self.frames
+        frames = self.frames if self.decoded is None else self.decoded
+        missing = 0 if self.expected is None else self.expected - frames
         tolerance = 0 if self.exact else max(1, self.expected // 50 if self.expected else 0)
         if self.decode_errors == 0 and missing <= tolerance:
             return None
         what = f"{self.decode_errors} decode errors" if self.decode_errors else "no decode errors"
         if self.expected is not None and missing > 0:
             kind = "frame count" if self.exact else "duration"
-            return f"{self.frames} of {self.expected} frames decodable (by the container's {kind}; {what})"
-        return f"{self.frames} frames decodable, {what}"
+            return f"{frames} of {self.expected} frames decodable (by the container's {kind}; {what})"
+        return f"{frames} frames decodable, {what}"
 
     def to_json(self) -> str:
         d: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "segments"}

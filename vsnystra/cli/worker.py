@@ -44,6 +44,7 @@ SEGMENT_FORMAT = "nut"
 SEGMENT_SUFFIX = ".nut"
 TEMP_TAG = ".tmp-"
 OFFSET_FRAMES = 64  # more than any encoder's reorder delay (H.264/HEVC allow 16)
+DEINTERLACE_MODES = {"frame": 1, "field": 2}  # bwdif's output frames per input frame
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,14 @@ class SegmentJob:
     seek: bool
     encode: EncodeSettings
     attempt: int = 1
-    deinterlace: bool = False  # bwdif, one frame per frame, before the model
+    deinterlace: str = ""  # "frame" or "field": bwdif before the model (see ``deinterlaced``); "": none
+    decode: tuple[int, int] | None = None  # decoded frames [a, b) when they differ from the read range (deinterlace)
+    drop: int = 0  # deinterlaced frames before the read range (context bwdif needs), dropped
+
+    @property
+    def decode_span(self) -> tuple[int, int]:
+        """Decoded frames (source numbering): the read range, or with ``deinterlace`` the frames it comes from."""
+        return self.decode if self.decode is not None else self.segment.read
 
     @property
     def path(self) -> Path:
@@ -123,16 +131,23 @@ def read_record(job: SegmentJob, *, verify: bool = True) -> dict[str, Any] | Non
 
 def _decoded(inp: Any, vin: Any, conv: Any, job: SegmentJob, seek: bool) -> Iterator[np.ndarray]:
     """The segment's read range as float RGB (deinterlaced if asked)."""
-    frames = _checked(inp, vin, job, seek)
-    for frame in deinterlaced(frames, vin) if job.deinterlace else frames:
+    frames: Iterator[av.VideoFrame] = _checked(inp, vin, job, seek)
+    if job.deinterlace:
+        a, b = job.segment.read
+        frames = itertools.islice(deinterlaced(frames, vin, job.deinterlace), job.drop, job.drop + b - a)
+    for frame in frames:
         yield conv.to_array(frame)
 
 
-def deinterlaced(frames: Iterator[av.VideoFrame], vin: Any) -> Iterator[av.VideoFrame]:
-    """FFmpeg's bwdif (one frame per frame, every frame, field order from the frames) through PyAV's filter graph."""
+def deinterlaced(frames: Iterator[av.VideoFrame], vin: Any, mode: str = "frame") -> Iterator[av.VideoFrame]:
+    """FFmpeg's bwdif through PyAV's filter graph: every frame, field order from the frames; ``mode`` "frame" gives
+    one frame per frame, "field" one per field (twice the frame rate). A frame's output depends on it and its two
+    neighbours only, so feeding one frame of context on each side gives the frames of a pass over the whole file."""
+    if mode not in DEINTERLACE_MODES:
+        raise ValueError(f"vsnystra restore: --deinterlace must be one of {', '.join(DEINTERLACE_MODES)}, got {mode!r}")
     graph = av.filter.Graph()
     buf = graph.add_buffer(template=vin)
-    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=all")
+    bwdif = graph.add("bwdif", f"mode=send_{mode}:parity=auto:deint=all")
     sink = graph.add("buffersink")
     buf.link_to(bwdif)
     bwdif.link_to(sink)
@@ -155,7 +170,7 @@ def deinterlaced(frames: Iterator[av.VideoFrame], vin: Any) -> Iterator[av.Video
 
 def _checked(inp: Any, vin: Any, job: SegmentJob, seek: bool) -> Iterator[av.VideoFrame]:
     """The segment's read range as decoded frames, each checked against the planning pass."""
-    start, end = job.segment.read
+    start, end = job.decode_span
     want = end - start
     i = 0 if seek else -start  # index relative to the read range; negative: frames before it
     if seek:
@@ -203,9 +218,10 @@ def _restored(frames: Iterator[np.ndarray], job: SegmentJob, restorer: Restorer)
 def _encode(
     job: SegmentJob, tmp: Path, restorer: Restorer, on_frame: Callable[[int], None] | None, seek: bool
 ) -> tuple[int, Fraction]:
-    """Decode, restore and encode the segment into ``tmp``; returns the pts offset used and the source time base."""
+    """Decode, restore and encode the segment into ``tmp``; returns the pts offset used and the output time base."""
     with av.open(job.src, "r") as inp:
         source = _open_av_source(inp, warn=False)
+        source.rate, source.time_base = output_timing(source.rate, source.time_base, job.deinterlace)
         step = max(1, round(1 / (source.rate * source.time_base)))
         offset = max(0, -job.out_pts[0]) + OFFSET_FRAMES * step
         decoded = Prefetch(_decoded(inp, source.video_stream, source.converter, job, seek), depth=PREFETCH_FRAMES)
@@ -228,6 +244,21 @@ def _encode(
     return offset, Fraction(source.time_base)
 
 
+def output_timing(rate: Fraction, time_base: Fraction, deinterlace: str) -> tuple[Fraction, Fraction]:
+    """Frame rate and time base of the output: the source's, or for one frame per field twice the rate in half the
+    time base (so the second field's time, half a frame after the first, is a whole number of ticks)."""
+    per = DEINTERLACE_MODES.get(deinterlace, 1)
+    return rate * per, time_base / per
+
+
+def field_pts(out_pts: list[int], step: int, deinterlace: str) -> list[int]:
+    """Output timestamps of the deinterlaced frames from the source frames' (``step``: a source frame's duration):
+    in the halved time base of ``output_timing``, a frame at ``p`` gives ``2p`` and, per field, ``2p + step``."""
+    if DEINTERLACE_MODES.get(deinterlace, 1) == 1:
+        return list(out_pts)
+    return [q for p in out_pts for q in (2 * p, 2 * p + step)]
+
+
 def _packet_pts(path: Path) -> tuple[list[int], Fraction]:
     """Timestamps of the video packets of a segment file, in decode order, and their time base."""
     with av.open(str(path)) as c:
@@ -244,7 +275,7 @@ def run_segment(
     start, cpu = time.monotonic(), time.process_time()
     Path(job.workdir).mkdir(parents=True, exist_ok=True)
     tmp = job.path.with_name(f"{job.path.name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
-    seek = job.seek and job.segment.read[0] > 0
+    seek = job.seek and job.decode_span[0] > 0
     try:
         try:
             offset, src_tb = _encode(job, tmp, restorer, on_frame, seek)

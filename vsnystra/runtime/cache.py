@@ -20,6 +20,7 @@ from vsnystra.archs.base import AttentionConfig
 from vsnystra.archs.patch import patch_attention
 from vsnystra.archs.registry import load_model
 from vsnystra.lru import LRU
+from vsnystra.runtime.settings import check_trained_window
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,9 @@ class ModelCache:
     def _build(self, key: ModelKey) -> nn.Module:
         log.debug("loading %s on %s (%s, attention %s)", key.path, key.device, key.dtype, key.attention.spec)
         model = self._loader(Path(key.path), dict(key.overrides))
+        info = getattr(model, "info", None)
+        if info is not None:  # before patching: the blocks would accept a smaller window, or fail on another rule
+            check_trained_window(key.attention.window, info, Path(key.path).name)
         model = _patch(model, key.attention)
         model = model.to(device=torch.device(key.device), dtype=getattr(torch, key.dtype))
         model.eval()

@@ -197,6 +197,11 @@ def model_path(caller: str, model: object, arch: Architecture | None) -> Path:
             raise fail(caller, "no model given; pass a checkpoint path or a model name")
         text = arch.default_model
     text = text.strip()
+    folder = Path(text).expanduser()
+    if folder.is_dir():
+        inside = sorted(p.name for p in folder.glob("*.pth"))[:3]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise fail(caller, f"model {text!r} is a folder, not a checkpoint file; pass the .pth file inside it{hint}")
     try:
         path = Path(resolve_model(text))
     except (FileNotFoundError, KeyError, ValueError, LookupError) as exc:
@@ -341,6 +346,29 @@ def _check_openvino(caller: str, arch: Architecture | None, attention: str) -> N
         raise fail(caller, 'device="openvino" needs the openvino package; pip install "vsnystra[openvino]"')
 
 
+class WindowTooSmall(SettingsError):
+    """``window`` below the trained window; raised while loading, before the model is patched (no caller named:
+    the front end that asked adds it with :func:`fail`)."""
+
+
+def check_trained_window(window: Window | None, info: ModelInfo, model_name: str) -> None:
+    """An enlarged window (the paper's use of ``window``) is at least the trained one in every dimension it sets:
+    a smaller window silently changes what every token sees, and the output with it."""
+    if window is None:
+        return
+    trained = tuple(int(v) for v in info.window)
+    given = (window,) * 2 if isinstance(window, int) else tuple(int(v) for v in window)
+    given = given[-len(trained) :]
+    floor = trained[-len(given) :]
+    if any(g < t for g, t in zip(given, floor, strict=True)):
+        shown = window if isinstance(window, int) else list(window)
+        least = floor[0] if isinstance(window, int) else list(floor)
+        raise WindowTooSmall(
+            f"window {shown} is smaller than the window {list(trained)} model {model_name!r} was trained with; "
+            f"use at least {least} (a larger window enlarges attention) or leave window unset"
+        )
+
+
 def check_model(settings: Settings, info: ModelInfo) -> float | None:
     """After loading: the model belongs to the resolved architecture; returns the sigma to run it with.
 
@@ -350,6 +378,10 @@ def check_model(settings: Settings, info: ModelInfo) -> float | None:
     if settings.arch is not None and info.arch != settings.arch.name:
         other = architecture(info.arch).filter_name
         raise fail(settings.caller, f"model {name!r} is a {other} checkpoint; call nystra.{other} with it")
+    try:
+        check_trained_window(settings.attention.window, info, name)
+    except WindowTooSmall as exc:
+        raise fail(settings.caller, str(exc)) from None
     if info.needs_sigma:
         return settings.sigma
     if settings.sigma is not None:

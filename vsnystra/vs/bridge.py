@@ -8,6 +8,12 @@ recreated core or a reloaded implementation module is always picked up.
 The callable resolves ``<python_module>.<Name>`` at call time, converts arguments to plain Python values (single
 values for scalar arguments, lists for ``int[]`` ones), keeps Python's stdout away from fd 1 (vspipe's video
 stream) and turns any exception into a ``vs.Error`` whose message names the filter.
+
+A user's mistake (:class:`vsnystra.vs.validate.FilterError`) while a VapourSynth host evaluates a script (vspipe,
+an editor: the outermost Python frame is the script, ``__name__ == "__vapoursynth__"``) ends the evaluation with
+:class:`ScriptStopped` instead: VapourSynth then prints its one-line message (vspipe: two lines on stderr, exit
+code 1) rather than two tracebacks that repeat it. Elsewhere (plain Python, ``vsnystra restore``) it stays a
+``vs.Error`` that callers can catch.
 """
 
 from __future__ import annotations
@@ -119,6 +125,20 @@ def normalise(kwargs: dict[str, Any], arrays: frozenset[str]) -> dict[str, Any]:
     return out
 
 
+class ScriptStopped(SystemExit):
+    """Ends a script's evaluation with a one-line message (see the module docstring)."""
+
+
+def _evaluating_script() -> bool:
+    """True when the outermost Python frame of this thread is a script a VapourSynth host evaluates."""
+    frame = sys._getframe()
+    while frame.f_back is not None:
+        frame = frame.f_back
+    return frame.f_globals.get("__name__") == "__vapoursynth__" and not getattr(
+        sys.modules.get("__main__"), "__file__", None
+    )
+
+
 def _message(name: str, namespace: str, exc: BaseException) -> str:
     text = str(exc)
     if text.startswith(f"{namespace}.{name}"):
@@ -150,6 +170,10 @@ def make_implementation(name: str, module: str, namespace: str) -> Callable[...,
                 return fn(**normalise(kwargs, array_arguments(namespace, name)))
             except Exception as exc:
                 log.debug("nystra bridge: %s.%s raised", namespace, name, exc_info=True)
+                from vsnystra.vs.validate import FilterError  # loaded with the filters already
+
+                if isinstance(exc, FilterError) and _evaluating_script():
+                    raise ScriptStopped(" ".join(_message(name, namespace, exc).split())) from None
                 raise vs.Error(_message(name, namespace, exc)) from exc
 
     implementation.__name__ = implementation.__qualname__ = f"{namespace}_{name}"

@@ -26,7 +26,7 @@ from vsnystra.runtime.device import run_on_device, run_with_oom_retry
 from vsnystra.runtime.image import restore_image
 from vsnystra.runtime.noise import estimate_sigma
 from vsnystra.runtime.openvino import with_backend
-from vsnystra.runtime.settings import Options, Settings, check_int, check_model, resolve
+from vsnystra.runtime.settings import Options, Settings, WindowTooSmall, check_int, check_model, resolve
 from vsnystra.runtime.video import restore_chunk
 from vsnystra.vs import formats
 from vsnystra.vs import validate as V
@@ -61,6 +61,8 @@ def _load(s: Settings, func: str) -> tuple[nn.Module, ModelInfo, float | None]:
     try:
         net = default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention)
         net = with_backend(net, s.backend)
+    except WindowTooSmall as exc:
+        raise V.fail(func, str(exc)) from None
     except (FileNotFoundError, IsADirectoryError, KeyError, ValueError, TypeError) as exc:
         raise V.fail(func, f"cannot use model {str(s.model_path)!r}: {exc}") from exc
     info = model_info(net, f"nystra.{func}")

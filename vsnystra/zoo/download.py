@@ -144,18 +144,28 @@ def _exclusive(lock: Path, name: str) -> Iterator[None]:
     except ImportError:  # Windows: no advisory locks here; concurrent downloads of one file are the user's risk
         yield
         return
-    with lock.open("a") as f:
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            os.close(fd)
             raise DownloadError(
                 f"vsnystra weights download: {name} is being downloaded by another process ({lock} is locked); "
                 "wait for it to finish"
             ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+        try:  # the previous holder removed the file between our open and our lock: lock the new one
+            if os.fstat(fd).st_ino == os.stat(lock).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:  # the lock file goes with the lock (removed while held, so nobody locks a file that is gone)
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        os.close(fd)
 
 
 def _download_locked(
@@ -195,10 +205,12 @@ def _download_locked(
         os.replace(part, target)
         log.info("%s: %s (%d B, sha256 %s)", w.name, target, done, digest)
         return target
-    raise DownloadError(
-        f"vsnystra weights download: {w.name} from {url} failed: {last_error}; "
-        f"rerun the same command to resume from {part}"
-    )
+    if part.is_file() and part.stat().st_size:
+        fix = f"rerun the same command to resume from {part} ({part.stat().st_size} B)"
+    else:
+        part.unlink(missing_ok=True)
+        fix = "check the network connection (or download the file by hand: `vsnystra weights import`) and rerun"
+    raise DownloadError(f"vsnystra weights download: {w.name} from {url} failed: {last_error}; {fix}")
 
 
 def import_file(entry: OfficialWeights | str, source: Path, *, dest_dir: Path | None = None) -> Path:
