@@ -56,12 +56,12 @@ def test_pairs_are_shrunk_like_rvrt_feeds_spynet(stills: Path) -> None:
     assert float(flow.abs().max()) < 1e-9 and torch.allclose(ref, supp, atol=1e-6)
 
 
-def test_forward_is_the_last_level_and_zero_start_predicts_zero_flow() -> None:
+def test_forward_is_the_last_level_and_a_fresh_net_predicts_almost_no_flow() -> None:
     net = load_spynet(None)
     a, b = torch.rand(2, 1, 3, 64, 64)
     levels = net.level_flows(a, b)
     assert [f.shape[-1] for f in levels] == [2, 4, 8, 16, 32, 64]
-    assert torch.equal(net(a, b), levels[-1]) and torch.equal(levels[-1], torch.zeros_like(levels[-1]))
+    assert torch.equal(net(a, b), levels[-1]) and 0 < float(levels[-1].abs().max()) < 0.5
     with torch.no_grad():
         for p in net.parameters():
             p.add_(0.01 * torch.randn_like(p))

@@ -38,12 +38,12 @@ def load_spynet(path: Path | None) -> SpyNet:
     net = SpyNet()
     if path is None:
         # He initialisation keeps the hidden features at the input's scale (PyTorch's default shrinks them ~2x per
-        # layer, which left the flow head without signal); the zero head starts every level at "no correction"
+        # layer, which left the flow head without signal); a near-zero head starts every level at "no correction"
         convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
         for i, conv in enumerate(convs):
             head = i % 5 == 4  # five convolutions per level, the last one predicts the flow correction
-            if head:
-                torch.nn.init.zeros_(conv.weight)
+            if head:  # small, not zero: a zero head passes no gradient to the layers that must learn to match
+                torch.nn.init.normal_(conv.weight, std=1e-3)
             else:
                 torch.nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
             if conv.bias is not None:
