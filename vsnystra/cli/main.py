@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="MODEL", help="bundled or official name, or a checkpoint path")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.onnx")
     e.add_argument("--size", default="128x128", metavar="HxW", help="the model's (padded) input size, e.g. 128x128")
+    e.add_argument("--frames", type=int, default=None, metavar="T", help="video models: frames per clip (default 4)")
+    e.add_argument("--sigma", type=float, default=None, metavar="S", help="non-blind denoisers: bake noise level in")
     e.add_argument("--opset", type=int, default=18)
     return p
 
@@ -407,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         from vsnystra.cli.export import export_command
 
-        return export_command(args.model, args.output, args.size, args.opset)
+        return export_command(args.model, args.output, args.size, args.opset, args.frames, args.sigma)
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error
