@@ -64,13 +64,11 @@ def for_export(model: nn.Module, sigma: float | None) -> nn.Module:
     if sigma is None:
         return model
     if not info.needs_sigma:
-        raise ExportError(f"export: sigma is only for non-blind denoisers; {info.arch} {info.variant} has none, drop it")
+        raise ExportError(f"export: sigma is only for non-blind denoisers, not {info.arch} {info.variant}; drop it")
     return FixedSigma(model, sigma)
 
 
-def example_input(
-    model: nn.Module, size: Sequence[int], batch: int = 1, *, frames: int | None = None
-) -> torch.Tensor:
+def example_input(model: nn.Module, size: Sequence[int], batch: int = 1, *, frames: int | None = None) -> torch.Tensor:
     """A random input of the model's dtype and device at ``size`` = (H, W), checked against its size rule (the model
     sees padded inputs): (batch, C, H, W) for image models, (batch, frames, C, H, W) for video models, where C
     includes the sigma map of a non-blind denoiser unless it is wrapped in :class:`FixedSigma`."""
@@ -109,7 +107,13 @@ def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Expo
 
 def write_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 18) -> None:
     """Write ``model`` at ``example``'s shape as one self-contained ONNX file (weights inside)."""
-    program = export_program(model, example)
+    program_to_onnx(export_program(model, example), example, path, opset=opset)
+
+
+def program_to_onnx(
+    program: torch.export.ExportedProgram, example: torch.Tensor, path: str | Path, *, opset: int = 18
+) -> None:
+    """Write an exported program (:func:`export_program`) as one self-contained ONNX file."""
     onnx_program = torch.onnx.export(
         program, (example,), dynamo=True, opset_version=opset, input_names=["input"], verbose=False
     )
