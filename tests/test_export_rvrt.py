@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from vsnystra.archs.base import RestorationModel
+from vsnystra.archs.base import AttentionConfig, RestorationModel
 from vsnystra.archs.registry import load_model
 from vsnystra.archs.rvrt import RVRT
 from vsnystra.archs.rvrt_blocks import _shift_mask_cpu, _shift_mask_graph, _token_order_cpu, _token_order_graph
 from vsnystra.archs.rvrt_gda import deform_attn
 from vsnystra.archs.rvrt_gda_traced import deform_attn_gathers
+from vsnystra.attention.specs import AttentionSpec, Exact, PnPNystra
 from vsnystra.runtime.export import (
     ExportError,
     example_input,
@@ -78,7 +79,7 @@ class AlignThenAttend(torch.nn.Module):
     """One alignment step and one shifted 3-D window layer: RVRT's two traced-only paths in a graph small enough
     to convert to ONNX in seconds (the whole recurrence unrolls to ~4000 nodes and a minute of conversion)."""
 
-    def __init__(self) -> None:
+    def __init__(self, spec: AttentionSpec) -> None:
         super().__init__()
         from vsnystra.archs.rvrt_blocks import STL
         from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack
@@ -86,6 +87,7 @@ class AlignThenAttend(torch.nn.Module):
         torch.manual_seed(4)
         self.align = GuidedDeformAttnPack(8, groups=4, heads=4, max_residue_magnitude=3.0)
         self.stl = STL(8, 2, (2, 4, 4), (1, 2, 2), 2.0, True)
+        self.stl.configure_attention(AttentionConfig(spec=spec))
         for p in self.parameters():
             p.data.normal_(0, 0.2)
 
@@ -96,12 +98,13 @@ class AlignThenAttend(torch.nn.Module):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs the export extra")
-def test_alignment_and_shifted_windows_run_in_onnxruntime_and_openvino(tmp_path: Path) -> None:
-    module = AlignThenAttend().eval()
+@pytest.mark.parametrize("spec", [Exact(), PnPNystra(landmarks=8, iters=6, policy="always")])
+def test_alignment_and_shifted_windows_run_in_onnxruntime_and_openvino(tmp_path: Path, spec: AttentionSpec) -> None:
+    module = AlignThenAttend(spec).eval()
     x = torch.rand(1, 2, 8, 12, 10)
     with torch.no_grad():
-        program = torch.export.export(module, (x,), strict=False)
         ref = module(x)
+        program = torch.export.export(module, (x,), strict=False)
         assert (program.module()(x) - ref).abs().max().item() < 1e-5
     program_to_onnx(program, x, tmp_path / "align.onnx")
     diffs = runtime_differences(tmp_path / "align.onnx", x, ref)

@@ -21,7 +21,7 @@ from torch import nn
 from vsnystra.archs.base import AttentionConfig
 from vsnystra.archs.layers import FrameConv3d, Linear, Mlp, Permute
 from vsnystra.attention import attention
-from vsnystra.attention.tracing import tracing
+from vsnystra.attention.tracing import tracing, with_real_twin
 
 Size3 = tuple[int, int, int]
 
@@ -66,10 +66,11 @@ def shift_mask(
     """(nW, N, N) additive mask (0 / -100) of the cyclically shifted, padded grid (dp, hp, wp).
 
     Cached per device and dtype: one tensor identity per geometry lets the attention seam reuse its mask analysis.
-    A trace builds it in the graph and never touches the caches (they would keep its fake tensors).
+    A trace builds it in the graph (never caching its fake tensors); torch.export attaches the real values.
     """
     if tracing():
-        return _shift_mask_graph(dp, hp, wp, ws, ss, device).to(dtype)
+        traced = _shift_mask_graph(dp, hp, wp, ws, ss, device).to(dtype)
+        return with_real_twin(traced, lambda: _shift_mask_cached(dp, hp, wp, ws, ss, device, dtype))
     return _shift_mask_cached(dp, hp, wp, ws, ss, device, dtype)
 
 

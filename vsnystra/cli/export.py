@@ -9,8 +9,8 @@ from pathlib import Path
 
 from vsnystra.archs.patch import patch_attention
 from vsnystra.archs.registry import load_model
-from vsnystra.attention.specs import Exact
 from vsnystra.runtime.export import ExportError, export_onnx
+from vsnystra.runtime.settings import SettingsError, attention_spec
 from vsnystra.zoo import resolve_model
 
 log = logging.getLogger("vsnystra.cli")
@@ -29,20 +29,35 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def export_command(
-    model: str, output: Path, size: str, opset: int, frames: int | None = None, sigma: float | None = None
+    model: str,
+    output: Path,
+    size: str,
+    opset: int,
+    frames: int | None = None,
+    sigma: float | None = None,
+    attention: str = "exact",
 ) -> int:
-    """Load ``model`` with exact attention, export it, log the largest difference from eager per runtime."""
+    """Load ``model`` with ``attention`` (PnP-Nystra at its trained-window defaults for "nystra"/"auto"), export
+    it, log the largest difference from eager per runtime."""
     try:
         hw = parse_size(size)
         path = resolve_model(model)
         net = load_model(str(path))
-        patch_attention(net, Exact())  # PnP-Nystra reads data (guards, mask analysis): exported models are exact
+        spec = attention_spec(attention, None, None, net.info.arch, caller="vsnystra export")
+        patch_attention(net, spec)
         diffs = export_onnx(net, output, hw, frames=frames, sigma=sigma, opset=opset)
-    except (ExportError, FileNotFoundError) as exc:
+    except (ExportError, SettingsError, FileNotFoundError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     shape = f"{hw[0]}x{hw[1]}" + (f", {frames} frames" if frames else "") + (f", sigma {sigma:g}" if sigma else "")
-    log.info("vsnystra export: wrote %s (%s %s, input %s)", output, net.info.arch, net.info.variant, shape)
+    log.info(
+        "vsnystra export: wrote %s (%s %s, %s attention, input %s)",
+        output,
+        net.info.arch,
+        net.info.variant,
+        spec,
+        shape,
+    )
     if diffs:
         found = ", ".join(f"{d:.3g} ({runtime})" for runtime, d in diffs.items())
         log.info("vsnystra export: max |onnx - eager| = %s", found)

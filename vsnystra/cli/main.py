@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--size", default="128x128", metavar="HxW", help="the model's (padded) input size, e.g. 128x128")
     e.add_argument("--frames", type=int, default=None, metavar="T", help="video models: frames per clip (default 4)")
     e.add_argument("--sigma", type=float, default=None, metavar="S", help="non-blind denoisers: bake noise level in")
+    e.add_argument(
+        "--attention", default="exact", help="exact (default) | nystra | auto: PnP-Nystra at the trained window"
+    )
     e.add_argument("--opset", type=int, default=18)
     return p
 
@@ -409,7 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         from vsnystra.cli.export import export_command
 
-        return export_command(args.model, args.output, args.size, args.opset, args.frames, args.sigma)
+        return export_command(args.model, args.output, args.size, args.opset, args.frames, args.sigma, args.attention)
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error

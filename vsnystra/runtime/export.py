@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vsnystra.archs.base import ModelInfo, model_info
-from vsnystra.attention.specs import Exact, Naive
+from vsnystra.attention.specs import PnPNystra
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +47,14 @@ def _info(model: nn.Module, caller: str) -> ModelInfo:
 
 
 def check_exportable(model: nn.Module, caller: str = "export") -> None:
-    """Raise ExportError unless every window attention of ``model`` is exact (PnP-Nystra picks kernels by data)."""
-    info = _info(model, caller)
+    """Raise ExportError for attention a fixed graph cannot hold: PnP-Nystra's per-call error check (max_error)."""
+    _info(model, caller)
     for module in model.modules():
         spec = getattr(module, "spec", None)
-        if spec is not None and not isinstance(spec, (Exact, Naive)):
+        if isinstance(spec, PnPNystra) and spec.max_error is not None:
             raise ExportError(
-                f"{caller}: {info.arch} uses {type(spec).__name__} attention, which cannot be exported yet; "
-                'use attention="exact"'
+                f"{caller}: PnPNystra(max_error={spec.max_error}) checks each call's values and cannot be exported; "
+                "patch the model with max_error=None"
             )
 
 
