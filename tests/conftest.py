@@ -6,6 +6,7 @@ into the repository.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,17 @@ FIXTURES_DIR = SHARED_DIR / "fixtures"
 PARITY_DIR = FIXTURES_DIR / "parity"
 DATA_DIR = SHARED_DIR / "data"
 MANIFEST_PATH = REPO_ROOT / "plugin_manifest" / "nystra.json"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_backend_by_default(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite runs on the torch back-end unless a test asks for another (backend="auto" would pick OpenVINO
+    for the bundled image models where it is installed); compiled OpenVINO models go to a temporary folder, never
+    the user's cache. Subprocesses (vspipe) inherit both."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VSNYSTRA_BACKEND", "torch")
+        mp.setenv("VSNYSTRA_OPENVINO_CACHE", str(tmp_path_factory.mktemp("openvino-cache")))
+        yield
 
 
 def _existing(path: Path) -> Path:

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"
     )
     r.add_argument(
+        "--backend",
+        help="auto (default: OpenVINO where measured faster on this device class, else torch) | torch | openvino",
+    )
+    r.add_argument(
         "--half",
         action="store_true",
         help="half-precision compute: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
