@@ -139,3 +139,21 @@ def test_auto_runs_torch_when_the_model_cannot_be_exported(
     refused = tiny_swinir()
     patch_attention(refused, PnPNystra(landmarks=4, iters=3, max_error=0.5))
     assert with_backend(refused, "openvino-auto") is refused  # cannot be exported at all: the torch model itself
+
+
+@needs_openvino
+def test_filters_take_the_backend_keyword() -> None:
+    vs = pytest.importorskip("vapoursynth")
+    import numpy as np
+
+    from vsnystra.vs import filters
+
+    clip = vs.core.std.BlankClip(format=vs.RGBS, width=24, height=16, length=1, color=[0.2, 0.5, 0.8])
+    frames = [
+        np.stack([np.asarray(f[p]) for p in range(3)])
+        for f in (filters.SwinIR(clip, backend=b).get_frame(0) for b in ("torch", "openvino"))
+    ]
+    assert frames[0].shape == (3, 32, 48)
+    assert np.abs(frames[0] - frames[1]).max() < 1e-4
+    with pytest.raises(vs.Error, match="image models only"):
+        filters.RVRT(clip, backend="openvino")

@@ -170,6 +170,7 @@ def SwinIR(
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
     format: int | None = None,
+    backend: str | bytes | None = None,
 ) -> vs.VideoNode:
     """SwinIR frame by frame (super-resolution, denoising, JPEG artefact removal, by checkpoint).
 
@@ -178,10 +179,13 @@ def SwinIR(
     (default: the input's) at the model's output size. model: checkpoint path or zoo name (default: the
     bundled SwinIR). attention: "auto" (default), "nystra" or "exact"; landmarks (16), iters (6; 2 at ``window``);
     window: enlarged attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N" or "openvino" (the CPU
-    through OpenVINO, exact attention). tile: [w, h] input pixels with tile_overlap (32) px cross-faded; on CUDA out
-    of memory the frame is retried with smaller tiles.
+    through OpenVINO, exact attention). backend: "auto" (default, or $VSNYSTRA_BACKEND: OpenVINO on the CPU where
+    benchmarks/backends.py measured it faster for this model, else torch), "torch" or "openvino". tile: [w, h]
+    input pixels with tile_overlap (32) px cross-faded; on CUDA out of memory the frame is retried with smaller tiles.
     """
-    options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
+    options = Options(
+        model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap, backend=backend
+    )
     return _image_filter(architecture("swinir"), clip, options, format)
 
 
@@ -196,12 +200,15 @@ def Uformer(
     tile: Sequence[int] | None = None,
     tile_overlap: int | None = None,
     format: int | None = None,
+    backend: str | bytes | None = None,
 ) -> vs.VideoNode:
     """Uformer frame by frame (denoising or deblurring, by checkpoint).
 
     Arguments as for SwinIR; Nystra defaults landmarks 32, iters 8 at the trained window (paper: 32, 6 at ``window``).
     """
-    options = Options(model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap)
+    options = Options(
+        model, attention, landmarks, iters, window, device, tile=tile, tile_overlap=tile_overlap, backend=backend
+    )
     return _image_filter(architecture("uformer"), clip, options, format)
 
 
@@ -220,6 +227,7 @@ def RVRT(
     sigma: float | None = None,
     cache_chunks: int | None = None,
     format: int | None = None,
+    backend: str | bytes | None = None,
 ) -> vs.VideoNode:
     """RVRT over chunks of frames (video SR, deblurring, denoising, by checkpoint), bounded by scene cuts.
 
@@ -234,7 +242,8 @@ def RVRT(
     denoisers; without it the level is estimated per scene from its first 8 frames (vsnystra.runtime.noise), logged
     and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
     memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
-    chunks, so shots never mix; frames may be requested in any order and from any number of threads.
+    chunks, so shots never mix; frames may be requested in any order and from any number of threads. backend:
+    "auto" (default) and "torch" run PyTorch (no RVRT back-end has been measured faster yet).
     """
     node, _ = rvrt_with_restorer(
         clip,
@@ -251,6 +260,7 @@ def RVRT(
         sigma,
         cache_chunks,
         format,
+        backend,
     )
     return node
 
@@ -270,6 +280,7 @@ def rvrt_with_restorer(
     sigma: object = None,
     cache_chunks: object = None,
     format: object = None,
+    backend: object = None,
 ) -> tuple[vs.VideoNode, TemporalRestorer]:
     """RVRT's implementation; also returns the chunk scheduler (tests and diagnostics read its counters)."""
     arch = architecture("rvrt")
@@ -286,6 +297,7 @@ def rvrt_with_restorer(
         tile_overlap=tile_overlap,
         chunk=chunk,
         chunk_overlap=chunk_overlap,
+        backend=backend,
     )
     source = clip
     s = _settings(arch, source, options)
