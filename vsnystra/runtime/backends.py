@@ -4,8 +4,10 @@
 attention setting on this device class, and PyTorch everywhere else. The measurements ship as package data
 (``backends.json``, written by ``benchmarks/backends.py --write-table``; see benchmarks/results/backends.md). auto
 falls back to PyTorch when openvino is not installed, on CUDA devices, in half precision, at enlarged windows, for
-video models (no RVRT row has been measured faster) and when the model cannot be exported (the OpenVINO wrapper
-then runs the torch model, with one warning). ``VSNYSTRA_BACKEND`` sets the default for callers that give none.
+video models and when the model cannot be exported (the OpenVINO wrapper then runs the torch model, with one
+warning). Video models stay on torch although OpenVINO measured faster on a 4-frame clip: the traced RVRT unrolls
+its recurrence over the chunk, so exporting a 16-frame chunk takes many minutes per shape, and the OpenVINO wrapper
+does not run the video runtime's chunks yet. ``VSNYSTRA_BACKEND`` sets the default for callers that give none.
 """
 
 from __future__ import annotations

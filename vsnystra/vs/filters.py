@@ -243,7 +243,7 @@ def RVRT(
     and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
     memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
     chunks, so shots never mix; frames may be requested in any order and from any number of threads. backend:
-    "auto" (default) and "torch" run PyTorch (no RVRT back-end has been measured faster yet).
+    "auto" (default) and "torch" run PyTorch (OpenVINO does not run RVRT's chunks yet).
     """
     node, _ = rvrt_with_restorer(
         clip,
