@@ -100,10 +100,10 @@ def test_pnp_nystra_models_export_and_match_eager(build, side: int) -> None:  # 
 class MaskedNystra(torch.nn.Module):
     """The seam with a bias and a shift mask built as the architectures build it (real values attached in a trace)."""
 
-    def __init__(self) -> None:
+    def __init__(self, guard: bool = False) -> None:
         super().__init__()
         self.bias = torch.nn.Parameter(torch.randn(2, 16, 16))
-        self.spec = PnPNystra(landmarks=4, iters=6, policy="always", guard=False)
+        self.spec = PnPNystra(landmarks=4, iters=6, policy="always", guard=guard)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         mask = with_real_twin(
@@ -125,3 +125,15 @@ def test_traced_nystra_equals_eager_nystra_with_bias_and_mask() -> None:
         traced = program.module()(q, k, v)
     assert (eager - exact).abs().max().item() > 1e-2  # the approximation is really in use
     assert (traced - eager).abs().max().item() < 1e-5
+
+
+def test_traced_guard_takes_the_exact_rows_where_eager_recomputes_them() -> None:
+    torch.manual_seed(6)
+    guarded, plain = MaskedNystra(guard=True), MaskedNystra(guard=False)
+    plain.bias = guarded.bias
+    q, k, v = (torch.randn(8, 2, 16, 8) * s for s in (8.0, 8.0, 1.0))  # sharp logits: Nyström breaks down in rows
+    with torch.no_grad():
+        eager, unguarded = guarded(q, k, v), plain(q, k, v)
+        traced = torch.export.export(guarded, (q, k, v), strict=False).module()(q, k, v)
+    assert torch.isfinite(eager).all() and not torch.allclose(eager, unguarded, atol=1e-2)  # the guard fired
+    assert (traced - eager).abs().max().item() < 1e-4  # logits up to ~64: exact rows round differently (SDPA)

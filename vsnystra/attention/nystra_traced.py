@@ -4,8 +4,9 @@ Why a separate path: the eager one picks chunk sizes, writes into reused buffers
 found by reading values (the guard). In a trace the architectures attach the real values to the shift masks
 they build in the graph (``tracing.with_real_twin``), so the region analysis and landmark layout of a mask are
 computed once, at the fixed shape, outside the graph; the graph holds only pooling, GEMMs, the kernel and the
-pseudo-inverse. The guard and ``max_error`` judge each call's values and cannot be part of a fixed graph: an
-exported model runs without the guard (identical to eager wherever the guard does not fire); max_error is refused.
+pseudo-inverse. The guard becomes a select between the Nyström rows and exact rows computed for every row (so an
+exported guarded PnP-Nystra costs more than exact attention; export with guard=False for the Nyström cost alone);
+``max_error`` samples rows per call and is refused.
 """
 
 from __future__ import annotations
@@ -27,10 +28,20 @@ MAX_ERROR_MESSAGE = (
 )
 
 
-def _normalised(kl: torch.Tensor, z: torch.Tensor, ku: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """(G_L Z)(G_U [V, 1]) with the research code's normalisation."""
+def _output(
+    kl: torch.Tensor, z: torch.Tensor, ku: torch.Tensor, v: torch.Tensor, guard: torch.Tensor | None
+) -> torch.Tensor:
+    """(G_L Z)(G_U [V, 1]) with the research code's normalisation; with ``guard`` (the exact output), rows where
+    the approximation broke down (denominator not positive, or beyond twice the largest |value| of the window and
+    head: ``nystra._rows_ok``) take the exact rows, as the eager guard recomputes them."""
     prod = (kl @ z) @ (ku @ torch.cat([v, torch.ones_like(v[..., :1])], dim=-1))
-    return prod[..., :-1] / (prod[..., -1:] + 1e-12)
+    den = prod[..., -1:]
+    out = prod[..., :-1] / (den + 1e-12)
+    if guard is None:
+        return out
+    vmax = v.abs().amax(dim=(-2, -1), keepdim=True)
+    good = (den > 0) & (out.abs().amax(dim=-1, keepdim=True) <= 2 * vmax)
+    return torch.where(good, out, guard.to(out.dtype))
 
 
 def traced_nystra_attention(
@@ -63,7 +74,8 @@ def traced_nystra_attention(
         z = iterative_pinv(kernel_(q_m @ k_m.transpose(-2, -1), th, False), spec.iters, spec.pinv_init)
         kl = kernel_(qs @ k_m.transpose(-2, -1), th, False)
         ku = kernel_(q_m @ kw.transpose(-2, -1), th, False)
-        return _normalised(kl, z, ku, vw).to(q.dtype)
+        guard = exact_attention(q, k, v, scale=scale) if spec.guard else None
+        return _output(kl, z, ku, vw, guard).to(q.dtype)
     nw = 1 if mask is None else mask.shape[0]
     with real_tensors():  # the mask's analysis: real values, cached like an eager one
         regions = _plain_regions(grid, lgrid) if real_mask is None else cached_region_landmarks(real_mask, grid, lgrid)
@@ -82,5 +94,5 @@ def traced_nystra_attention(
     if terms.keep_l is not None and terms.keep_u is not None:
         kl = kl * terms.window(terms.keep_l, 0, nw)
         ku = ku * terms.window(terms.keep_u, 0, nw)
-    out = _normalised(kl.reshape(bn, nh, n, -1), z, ku.reshape(bn, nh, -1, n), vw)
-    return out.to(q.dtype)
+    guard = exact_attention(q, k, v, scale=scale, bias=bias, mask=mask) if spec.guard else None
+    return _output(kl.reshape(bn, nh, n, -1), z, ku.reshape(bn, nh, -1, n), vw, guard).to(q.dtype)
