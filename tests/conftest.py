@@ -6,7 +6,9 @@ into the repository.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,15 +21,23 @@ DATA_DIR = SHARED_DIR / "data"
 MANIFEST_PATH = REPO_ROOT / "plugin_manifest" / "nystra.json"
 
 
-@pytest.fixture(scope="session", autouse=True)
-def torch_backend_by_default(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+_OPENVINO_CACHE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
     """The suite runs on the torch back-end unless a test asks for another (backend="auto" would pick OpenVINO
     for the bundled image models where it is installed); compiled OpenVINO models go to a temporary folder, never
-    the user's cache. Subprocesses (vspipe) inherit both."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("VSNYSTRA_BACKEND", "torch")
-        mp.setenv("VSNYSTRA_OPENVINO_CACHE", str(tmp_path_factory.mktemp("openvino-cache")))
-        yield
+    the user's cache. Set before collection, so modules that copy os.environ for subprocesses (vspipe, the CLI)
+    see both; an explicit VSNYSTRA_BACKEND in the caller's environment is kept."""
+    os.environ.setdefault("VSNYSTRA_BACKEND", "torch")
+    if "VSNYSTRA_OPENVINO_CACHE" not in os.environ:
+        _OPENVINO_CACHE.append(tempfile.mkdtemp(prefix="vsnystra-test-openvino-"))
+        os.environ["VSNYSTRA_OPENVINO_CACHE"] = _OPENVINO_CACHE[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _OPENVINO_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _existing(path: Path) -> Path:
