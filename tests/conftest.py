@@ -6,6 +6,9 @@ into the repository.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,25 @@ FIXTURES_DIR = SHARED_DIR / "fixtures"
 PARITY_DIR = FIXTURES_DIR / "parity"
 DATA_DIR = SHARED_DIR / "data"
 MANIFEST_PATH = REPO_ROOT / "plugin_manifest" / "nystra.json"
+
+
+_OPENVINO_CACHE: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite runs on the torch back-end unless a test asks for another (backend="auto" would pick OpenVINO
+    for the bundled image models where it is installed); compiled OpenVINO models go to a temporary folder, never
+    the user's cache. Set before collection, so modules that copy os.environ for subprocesses (vspipe, the CLI)
+    see both; an explicit VSNYSTRA_BACKEND in the caller's environment is kept."""
+    os.environ.setdefault("VSNYSTRA_BACKEND", "torch")
+    if "VSNYSTRA_OPENVINO_CACHE" not in os.environ:
+        _OPENVINO_CACHE.append(tempfile.mkdtemp(prefix="vsnystra-test-openvino-"))
+        os.environ["VSNYSTRA_OPENVINO_CACHE"] = _OPENVINO_CACHE[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in _OPENVINO_CACHE:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _existing(path: Path) -> Path:

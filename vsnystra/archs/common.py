@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsnystra.attention.tracing import tracing
+from vsnystra.attention.tracing import tracing, with_real_twin
 
 MASK_VALUE = -100.0
 
@@ -128,8 +128,14 @@ class MaskCache:
     def get(
         self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor:
-        if tracing():  # built in the graph from shapes; a trace never touches the cache
-            return shift_mask(h, w, window, shift, device=device, dtype=dtype)
+        if tracing():  # built in the graph from shapes, never cached; torch.export adds real values to analyse
+            traced = shift_mask(h, w, window, shift, device=device, dtype=dtype)
+            return with_real_twin(traced, lambda: shift_mask(h, w, window, shift, device=device, dtype=dtype))
+        return self._get(h, w, window, shift, device, dtype)
+
+    def _get(
+        self, h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
+    ) -> torch.Tensor:
         key = (h, w, window, shift, str(device), dtype)
         hit = self._store.get(key)
         if hit is not None:

@@ -24,6 +24,7 @@ from vsnystra.archs.loading import construction_device, load_into, with_override
 from vsnystra.archs.rvrt_blocks import RSTBWithInputConv, Upsample4
 from vsnystra.archs.rvrt_gda import GuidedDeformAttnPack
 from vsnystra.archs.spynet import SpyNet, flow_warp
+from vsnystra.attention.tracing import tracing
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ class RVRT(RestorationModel):
         a = lqs[:, :-1].reshape(-1, c, h, w)
         b = lqs[:, 1:].reshape(-1, c, h, w)
         backward = self.spynet(a, b).view(n, t - 1, 2, h, w)
-        mirrored = t % 2 == 0 and bool(torch.equal(lqs[:, : t // 2], lqs[:, t // 2 :].flip(1)))
+        # a trace has no values to compare: it always computes the forward flows (equal within rounding)
+        mirrored = not tracing() and t % 2 == 0 and bool(torch.equal(lqs[:, : t // 2], lqs[:, t // 2 :].flip(1)))
         forward = backward.flip(1) if mirrored else self.spynet(b, a).view(n, t - 1, 2, h, w)
         return forward, backward
 

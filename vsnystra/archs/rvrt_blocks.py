@@ -21,6 +21,7 @@ from torch import nn
 from vsnystra.archs.base import AttentionConfig
 from vsnystra.archs.layers import FrameConv3d, Linear, Mlp, Permute
 from vsnystra.attention import attention
+from vsnystra.attention.tracing import tracing, with_real_twin
 
 Size3 = tuple[int, int, int]
 
@@ -59,14 +60,24 @@ def _shift_mask_cpu(dp: int, hp: int, wp: int, ws: Size3, ss: Size3) -> torch.Te
     return torch.zeros_like(diff).masked_fill(diff != 0, -100.0)
 
 
-@functools.lru_cache(maxsize=16)
 def shift_mask(
     dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     """(nW, N, N) additive mask (0 / -100) of the cyclically shifted, padded grid (dp, hp, wp).
 
     Cached per device and dtype: one tensor identity per geometry lets the attention seam reuse its mask analysis.
+    A trace builds it in the graph (never caching its fake tensors); torch.export attaches the real values.
     """
+    if tracing():
+        traced = _shift_mask_graph(dp, hp, wp, ws, ss, device).to(dtype)
+        return with_real_twin(traced, lambda: _shift_mask_cached(dp, hp, wp, ws, ss, device, dtype))
+    return _shift_mask_cached(dp, hp, wp, ws, ss, device, dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _shift_mask_cached(
+    dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
     return _shift_mask_cpu(dp, hp, wp, ws, ss).to(device=device, dtype=dtype)
 
 
@@ -79,15 +90,49 @@ def _token_order_cpu(b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3) ->
     return forward, inverse
 
 
-@functools.lru_cache(maxsize=8)
 def token_order(
     b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(forward, inverse) row permutations of the (b * dp * hp * wp, C) tokens fusing the cyclic shift by -ss with
     the window partition: ``tokens.index_select(0, forward)`` = roll + :func:`window_partition`, one row gather
-    instead of the ~4 full copies torch.roll and the permute make; ``inverse`` undoes both."""
+    instead of the ~4 full copies torch.roll and the permute make; ``inverse`` undoes both. Uncached in a trace."""
+    if tracing():
+        return _token_order_graph(b, dp, hp, wp, ws, ss, device)
+    return _token_order_cached(b, dp, hp, wp, ws, ss, device)
+
+
+@functools.lru_cache(maxsize=8)
+def _token_order_cached(
+    b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     forward, inverse = _token_order_cpu(b, dp, hp, wp, ws, ss)
     return forward.to(device), inverse.to(device)
+
+
+def _shift_mask_graph(dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device) -> torch.Tensor:
+    """:func:`shift_mask` in a few graph ops (a trace would record 27 slice writes per layer): the region label of
+    a position is (coord >= size - window) + (coord >= size - shift) per shifted axis."""
+
+    def region(n: int, w: int, s: int) -> torch.Tensor:
+        c = torch.arange(n, device=device)
+        return (c >= n - w).long() + (c >= n - s).long() if s > 0 else torch.zeros_like(c)
+
+    labels = region(dp, ws[0], ss[0]).view(-1, 1, 1) * 9 + region(hp, ws[1], ss[1]).view(1, -1, 1) * 3
+    labels = (labels + region(wp, ws[2], ss[2]).view(1, 1, -1)).view(1, dp, hp, wp, 1)
+    win = window_partition(labels, ws).squeeze(-1)
+    return (win.unsqueeze(1) != win.unsqueeze(2)).float() * -100.0
+
+
+def _token_order_graph(
+    b: int, dp: int, hp: int, wp: int, ws: Size3, ss: Size3, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`token_order` in graph ops: the inverse is the inverse roll of the reversed partition of 0..N-1."""
+    count = b * dp * hp * wp
+    grid = torch.arange(count, device=device).view(b, dp, hp, wp, 1)
+    forward = window_partition(torch.roll(grid, shifts=(-ss[0], -ss[1], -ss[2]), dims=(1, 2, 3)), ws).reshape(-1)
+    tokens = torch.arange(count, device=device).view(-1, ws[0] * ws[1] * ws[2], 1)
+    inverse = torch.roll(window_reverse(tokens, ws, b, dp, hp, wp), shifts=ss, dims=(1, 2, 3)).reshape(-1)
+    return forward, inverse
 
 
 def position_index(ws: Size3) -> torch.Tensor:

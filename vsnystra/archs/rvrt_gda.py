@@ -8,7 +8,8 @@ Semantics of upstream's ``deform_attn`` CUDA op (DCNv2 im2col + per-pixel softma
   ``(y - pad + a + dy, x - pad + b + dx)``; bilinear, corners outside the image contribute zero (DCN rule).
 * Per pixel and head, one softmax over the clip * taps samples of ``<q * d^-1/2, key>`` weights the values.
 
-Three formulations of the same function, picked per call (as the attention seam picks its autograd path):
+Three formulations of the same function, picked per call (as the attention seam picks its autograd path), and a
+fourth for traces (torch.export, ONNX: plain gathers, :mod:`vsnystra.archs.rvrt_gda_traced`):
 * while autograd records (any input requires grad, e.g. training) or inside ``differentiable_gda()``: out-of-place
   tensor ops that can be differentiated (``deform_attn_autograd``);
 * otherwise on CPU with even group counts (keys and values in separate groups): bilinear sampling as a weighted
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vsnystra.archs.layers import FrameConv3d, Mlp, Permute
+from vsnystra.archs.rvrt_gda_traced import deform_attn_gathers
+from vsnystra.attention.tracing import tracing
 
 _DEFAULT_MAX_ELEMS = 1 << 26  # column-buffer elements per band (256 MiB in fp32; bigger bands run faster)
 _GATHER_MAX_ELEMS = 1 << 23  # CPU gather path: chunks beyond ~32 MiB only add memory traffic
@@ -80,6 +83,8 @@ def deform_attn(
     Any strides are accepted; q and kv that are channels-last underneath (permuted views of (..., H, W, C)
     tensors) avoid copies on CPU, where the result is such a view too.
     """
+    if tracing():  # torch.export / ONNX: out-of-place gathers, no data-dependent band sizes
+        return deform_attn_gathers(q, kv, offset, heads=heads, groups=groups, clip=clip, kernel=kernel)
     recording = torch.is_grad_enabled() and (q.requires_grad or kv.requires_grad or offset.requires_grad)
     if recording or _FORCE_AUTOGRAD.get():  # the other formulations write in place and cannot be differentiated
         return deform_attn_autograd(q, kv, offset, heads=heads, groups=groups, clip=clip, kernel=kernel)

@@ -6,7 +6,9 @@ import torch
 
 from vsnystra.attention.exact import exact_attention, naive_attention
 from vsnystra.attention.nystra import nystra_attention
+from vsnystra.attention.nystra_traced import traced_nystra_attention
 from vsnystra.attention.specs import AttentionSpec, Exact, Naive, PnPNystra
+from vsnystra.attention.tracing import exporting
 
 
 def attention(
@@ -36,5 +38,7 @@ def attention(
     if isinstance(spec, Naive):
         return naive_attention(q, k, v, scale=scale, bias=bias, mask=mask)
     if isinstance(spec, PnPNystra):
+        if exporting():  # fixed graph: out of place, no guard, masks analysed as real constants
+            return traced_nystra_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
         return nystra_attention(q, k, v, scale=scale, bias=bias, mask=mask, spec=spec, window=window)
     raise TypeError(f"attention: unknown spec {spec!r}; use Exact(), Naive() or PnPNystra(...)")

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vsnystra.attention.tracing import exporting, real_tensors
+
 # Mask entries at or below this are "blocked": exp(-30) = 9e-14 relative weight, below fp32 resolution of a sum.
 BLOCKED_BELOW = -30.0
 
@@ -88,6 +90,11 @@ def _pool(x: torch.Tensor, lgrid: tuple[int, ...]) -> torch.Tensor:
 def pool_tokens(x: torch.Tensor, grid: tuple[int, ...], lgrid: tuple[int, ...]) -> torch.Tensor:
     """Landmarks of x (B, H, N, d): segment means over the token grid, exactly as the research code pools."""
     b, nh, _, d = x.shape
+    if len(grid) == 3 and exporting():  # ONNX has no 3-D adaptive pooling: the same means as one GEMM
+        with real_tensors():
+            seg = segment_matrix(grid, lgrid).to(x.dtype)
+            rows = (seg / seg.sum(dim=1, keepdim=True)).to(x.device)
+        return rows @ x
     xg = x.reshape(b * nh, *grid, d)
     if len(grid) == 2:
         pooled = _pool(xg.permute(0, 3, 1, 2), lgrid).permute(0, 2, 3, 1)

@@ -50,7 +50,7 @@ def _held_bytes(entries: Sequence[_Entry]) -> int:
 
 
 def _entry(mask: torch.Tensor) -> _Entry:
-    refuse_trace()  # a traced mask has no values; refusing here keeps fake tensors out of the cache
+    refuse_trace(mask)  # a traced mask has no values; refusing here keeps fake tensors out of the cache
     version = _version(mask)
     hit = _entries.get(id(mask))
     if hit is not None and hit.ref() is mask and hit.version == version:

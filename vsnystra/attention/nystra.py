@@ -51,7 +51,7 @@ from vsnystra.attention.masks import cached_region_landmarks
 from vsnystra.attention.policy import nystrom_pays
 from vsnystra.attention.specs import PnPNystra
 from vsnystra.attention.terms import AwareTerms, build_terms, cached_terms
-from vsnystra.attention.tracing import refuse_trace
+from vsnystra.attention.tracing import real_tensors, refuse_trace
 
 _log = logging.getLogger(__name__)
 _mask_warned = threading.Event()  # the non-region-mask warning is logged once per process, then at debug level
@@ -298,7 +298,9 @@ def _region_landmarks(
     q_all = pool_tokens(qs, grid, lgrid)
     k_all = pool_tokens(k, grid, lgrid)
     m = math.prod(lgrid)
-    if regions.aligned and bool(torch.equal(regions.index, torch.arange(m).expand_as(regions.index))):
+    with real_tensors():  # the layout's values (a constant of an export, never of the graph)
+        identity = regions.aligned and bool(torch.equal(regions.index, torch.arange(m).expand_as(regions.index)))
+    if identity:
         return q_all, k_all
     dev = qs.device
     pieces = regions.index.shape[1]

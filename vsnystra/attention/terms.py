@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vsnystra.attention.grid import RegionLandmarks
-from vsnystra.attention.tracing import tracing
+from vsnystra.attention.tracing import real_tensors, tracing
 from vsnystra.lru import LRU
 
 _CACHE_SIZE = 64
@@ -69,7 +69,9 @@ def build_terms(
         keep_l = (lab.unsqueeze(2) == reg.unsqueeze(1)).unsqueeze(1).to(dtype)
         keep_u = keep_l.transpose(-2, -1).contiguous()
         keep_a = ((reg.unsqueeze(2) == reg.unsqueeze(1)) & (reg >= 0).unsqueeze(2)).unsqueeze(1).to(dtype)
-    return AwareTerms(bias_l, bias_u, bias_a, keep_l, keep_u, keep_a, tuple(int(u) for u in regions.inverse))
+    with real_tensors():  # the layout's values (a constant of an export)
+        inverse = tuple(int(u) for u in regions.inverse)
+    return AwareTerms(bias_l, bias_u, bias_a, keep_l, keep_u, keep_a, inverse)
 
 
 _Cached = tuple[Callable[[], object], Callable[[], object], int, AwareTerms]  # (bias ref, layout ref, version, terms)

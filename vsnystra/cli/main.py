@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"
     )
     r.add_argument(
+        "--backend",
+        help="auto (default: OpenVINO where measured faster on this device class, else torch) | torch | openvino",
+    )
+    r.add_argument(
         "--half",
         action="store_true",
         help="half-precision compute: fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16, AMX), else fp32",
@@ -165,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="MODEL", help="bundled or official name, or a checkpoint path")
     e.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.onnx")
     e.add_argument("--size", default="128x128", metavar="HxW", help="the model's (padded) input size, e.g. 128x128")
+    e.add_argument("--frames", type=int, default=None, metavar="T", help="video models: frames per clip (default 4)")
+    e.add_argument("--sigma", type=float, default=None, metavar="S", help="non-blind denoisers: bake noise level in")
+    e.add_argument(
+        "--attention", default="exact", help="exact (default) | nystra | auto: PnP-Nystra at the trained window"
+    )
     e.add_argument("--opset", type=int, default=18)
     return p
 
@@ -418,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "export":
         from vsnystra.cli.export import export_command
 
-        return export_command(args.model, args.output, args.size, args.opset)
+        return export_command(args.model, args.output, args.size, args.opset, args.frames, args.sigma, args.attention)
     try:
         return _weights(args)
     except BrokenPipeError:  # `vsnystra weights list | head`: the reader left, not an error

@@ -54,6 +54,7 @@ def model_options(args: argparse.Namespace) -> Options:
         tile_overlap=args.tile_overlap,
         chunk=args.chunk,
         chunk_overlap=args.chunk_overlap,
+        backend=args.backend,
     )
 
 

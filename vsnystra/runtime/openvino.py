@@ -1,13 +1,19 @@
 """The OpenVINO back-end: the model exported per input shape (``runtime/export.py``) and compiled for the CPU.
 
 Why: OpenVINO's CPU plugin runs our exported graphs faster than eager PyTorch on some models (see
-benchmarks/results/export.md). Compiled models are cached per input shape and dtype inside one wrapper per loaded
-model, so a clip whose frames (or tiles) share one shape compiles once. The wrapper is an ``nn.Module`` holding the
-torch model, so ``restore_image`` pads, tiles and crops exactly as for the torch back-end.
+benchmarks/results/backends.md). Compiled models are cached per input shape and dtype inside one wrapper per loaded
+model, so a clip whose frames (or tiles) share one shape compiles once; the converted model is also kept on disk
+(:func:`vsnystra.runtime.backends.cache_dir`, keyed by the weights' hash, attention, shape, dtype and the torch and
+OpenVINO versions) with OpenVINO's own compiled-blob cache beside it, so a later run skips the export. The wrapper is
+an ``nn.Module`` holding the torch model, so ``restore_image`` pads, tiles and crops exactly as for torch.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import shutil
 import tempfile
 import threading
 import weakref
@@ -19,32 +25,55 @@ from torch import nn
 
 from vsnystra.archs.base import RestorationModel, SizeRule
 from vsnystra.lru import LRU
-from vsnystra.runtime.export import check_exportable, write_onnx
+from vsnystra.runtime.backends import BACKEND_CHOICES, cache_dir, openvino_available
+from vsnystra.runtime.export import ExportError, check_exportable, write_onnx
 
-BACKEND_CHOICES = ("torch", "openvino")
+log = logging.getLogger(__name__)
 _MAX_SHAPES = 8
+__all__ = ["BACKEND_CHOICES", "OpenVINOModel", "openvino_available", "with_backend"]
 
 
-def openvino_available() -> bool:
-    """Whether the optional ``openvino`` package (``pip install vsnystra[openvino]``) imports."""
-    try:
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def weights_hash(model: nn.Module) -> str:
+    """sha256 of the state dict (names, dtypes, shapes, bytes) and of every attention spec: what the graph holds."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    for name, module in model.named_modules():
+        spec = getattr(module, "spec", None)
+        cfg = getattr(module, "cfg", None)
+        if spec is not None or cfg is not None:
+            h.update(f"{name}{spec!r}{cfg!r}".encode())
+    return h.hexdigest()
 
 
 class OpenVINOModel(RestorationModel):
-    """Runs ``model`` through OpenVINO on the CPU, one compiled model per (shape, dtype) of its input."""
+    """Runs ``model`` through OpenVINO on the CPU, one compiled model per (shape, dtype) of its input.
 
-    def __init__(self, model: RestorationModel, threads: int | None = None) -> None:
+    ``fallback``: when the model cannot be exported, run the torch model instead (one warning) rather than fail;
+    backend="auto" sets it. ``disk_cache``: the converted-model folder (None: no disk cache).
+    """
+
+    def __init__(
+        self,
+        model: RestorationModel,
+        threads: int | None = None,
+        *,
+        fallback: bool = False,
+        disk_cache: Path | None = None,
+    ) -> None:
         super().__init__()
         check_exportable(model, "openvino")
         self.torch_model = model
         self.info = model.info
         self.threads = threads
+        self.fallback = fallback
+        self.disk_cache = disk_cache
         self._compiled: LRU[tuple[object, ...], Any] = LRU(_MAX_SHAPES)
-        self.compiles = 0
+        self._hash: str | None = None
+        self.compiles = 0  # compile_model calls (in-memory misses)
+        self.exports = 0  # torch.export + conversions (disk-cache misses)
+        self.failed: str | None = None  # why the export failed (fallback: the torch model runs)
 
     def size_rule(self) -> SizeRule:
         return self.torch_model.size_rule()
@@ -54,42 +83,101 @@ class OpenVINOModel(RestorationModel):
         key = (tuple(x.shape), x.dtype, self.threads or torch.get_num_threads())
         return self._compiled.get_or_create(key, lambda: self._compile(x, key[2]))
 
-    def _compile(self, x: torch.Tensor, threads: object) -> Any:
+    def _cache_key(self, x: torch.Tensor) -> str:
         import openvino as ov
 
+        if self._hash is None:
+            self._hash = weights_hash(self.torch_model)
+        shape = "x".join(str(s) for s in x.shape)
+        text = f"{self._hash}|{shape}|{x.dtype}|torch {torch.__version__}|openvino {ov.__version__}"
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+    def _converted(self, x: torch.Tensor) -> Any:
+        """The OpenVINO model for ``x``'s shape: from the disk cache, or exported (through ONNX) and stored there."""
+        import openvino as ov
+
+        core = ov.Core()
+        folder = None if self.disk_cache is None else self.disk_cache / self._cache_key(x)
+        if folder is not None and (folder / "model.xml").is_file():
+            return core.read_model(str(folder / "model.xml"))
         with tempfile.TemporaryDirectory(prefix="vsnystra-ov-") as tmp:
             onnx = Path(tmp) / "model.onnx"  # through ONNX: OpenVINO's torch.export front end lacks some aten ops
             write_onnx(self.torch_model, torch.zeros_like(x, device="cpu"), onnx)
-            converted = ov.Core().read_model(str(onnx))
+            self.exports += 1
+            converted = core.read_model(str(onnx))
+            if folder is not None:
+                _store(converted, folder)
+        return converted
+
+    def _compile(self, x: torch.Tensor, threads: object) -> Any:
+        import openvino as ov
+
+        converted = self._converted(x)
         config: dict[str, Any] = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
         if x.dtype == torch.bfloat16:
             config["INFERENCE_PRECISION_HINT"] = "bf16"
+        if self.disk_cache is not None:
+            config["CACHE_DIR"] = str(self.disk_cache / "blobs")
         self.compiles += 1
         return ov.Core().compile_model(converted, "CPU", config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ValueError(f"openvino: runs on the CPU, got an input on {x.device}; use device='cpu' tensors")
-        compiled = self.compiled(x)
+        if self.failed is not None:
+            return self.torch_model(x)
+        try:
+            compiled = self.compiled(x)
+        except Exception as exc:
+            if not self.fallback:
+                raise
+            self.failed = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            log.warning("openvino: cannot export %s (%s); running it with torch", self.info.arch, self.failed)
+            return self.torch_model(x)
         result = compiled(x.detach().float().contiguous().numpy())[0]
         return torch.from_numpy(result).to(x.dtype)
 
 
-_WRAPPED: weakref.WeakKeyDictionary[nn.Module, OpenVINOModel] = weakref.WeakKeyDictionary()
+def _store(converted: Any, folder: Path) -> None:
+    """Save the converted model as OpenVINO IR into ``folder`` atomically (a rename of a finished folder)."""
+    import openvino as ov
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        ov.save_model(converted, str(tmp / "model.xml"), compress_to_fp16=False)
+        os.replace(tmp, folder)
+    except OSError as exc:  # another process stored it first, or the cache is read-only: the model is still usable
+        log.debug("openvino: not cached in %s (%s)", folder, exc)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_WRAPPED: weakref.WeakKeyDictionary[nn.Module, dict[bool, OpenVINOModel]] = weakref.WeakKeyDictionary()
 _WRAPPED_LOCK = threading.Lock()
 
 
-def with_backend(model: nn.Module, backend: str) -> nn.Module:
-    """``model`` for ``backend``: itself for "torch", its (shared, compile-caching) OpenVINO wrapper for "openvino"."""
+def with_backend(model: nn.Module, backend: str, *, disk_cache: Path | bool | None = True) -> nn.Module:
+    """``model`` for a resolved ``backend``: itself for "torch"; its shared, compile-caching OpenVINO wrapper for
+    "openvino" (failing when it cannot be exported) and "openvino-auto" (falling back to torch then).
+    ``disk_cache``: True = the user cache folder, a path, or False/None = none."""
     if backend == "torch":
         return model
-    if backend != "openvino":
+    if backend not in ("openvino", "openvino-auto"):
         raise ValueError(f"backend must be one of {', '.join(BACKEND_CHOICES)}, got {backend!r}")
     if not isinstance(model, RestorationModel):
         raise TypeError(f"openvino: expected a model loaded with vsnystra.load_model, got {type(model).__name__}")
+    fallback = backend == "openvino-auto"
+    folder = cache_dir() if disk_cache is True else (disk_cache or None)
     with _WRAPPED_LOCK:
-        wrapped = _WRAPPED.get(model)
+        per_model = _WRAPPED.setdefault(model, {})
+        wrapped = per_model.get(fallback)
         if wrapped is None:
-            wrapped = OpenVINOModel(model)
-            _WRAPPED[model] = wrapped
+            try:
+                wrapped = OpenVINOModel(model, fallback=fallback, disk_cache=folder)
+            except ExportError as exc:
+                if not fallback:
+                    raise
+                log.warning("openvino: %s; running the model with torch", exc)
+                return model
+            per_model[fallback] = wrapped
         return wrapped

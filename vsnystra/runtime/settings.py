@@ -14,7 +14,6 @@ zoo entry estimates it from the clip (:mod:`vsnystra.runtime.noise`; each front 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import logging
 import math
 from collections.abc import Sequence
@@ -28,7 +27,8 @@ from vsnystra.archs.base import AttentionConfig, ModelInfo, Window
 from vsnystra.archs.descriptor import GENERIC_NYSTRA, Architecture
 from vsnystra.archs.registry import architecture, detect_file
 from vsnystra.attention.specs import AttentionSpec, Exact, PnPNystra
-from vsnystra.runtime import image, video
+from vsnystra.runtime import backends, image, video
+from vsnystra.runtime.backends import BACKEND_CHOICES, default_backend
 from vsnystra.runtime.device import compute_dtype, resolve_device
 from vsnystra.zoo import bundled_defaults, resolve_model
 
@@ -127,11 +127,12 @@ class Options:
     chunk: object = None
     chunk_overlap: object = None
     progressive: object = None  # restore interlaced (_FieldBased 1/2) frames as they are (--progressive)
+    backend: object = None  # "auto" (default: $VSNYSTRA_BACKEND or "auto"), "torch" or "openvino"
 
 
-# the options a bundled model's zoo entry may set ("defaults"): everything but which model, where it runs, and what
-# the clip is
-CLIP_KEYS = ("model", "device", "half", "progressive")
+# the options a bundled model's zoo entry may set ("defaults"): everything but which model, where and how it runs,
+# and what the clip is
+CLIP_KEYS = ("model", "device", "half", "backend", "progressive")
 MODEL_DEFAULT_KEYS = tuple(f.name for f in dataclasses.fields(Options) if f.name not in CLIP_KEYS)
 
 
@@ -151,7 +152,9 @@ class Settings:
     chunk: int | None  # video models: frames per temporal chunk
     chunk_overlap: int
     sigma: float | None  # the given noise level (by the user or the bundled model's defaults)
-    backend: str = "torch"  # "torch", or "openvino" (device="openvino": the CPU through OpenVINO, exact attention)
+    # "torch"; "openvino" (backend="openvino" or device="openvino": the CPU through OpenVINO, exact attention);
+    # "openvino-auto" (backend="auto" chose OpenVINO: falls back to torch if the model cannot be exported)
+    backend: str = "torch"
     progressive: bool = False  # interlaced frames are restored as they are instead of refused
 
 
@@ -297,10 +300,11 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
     window = _window(caller, options.window, arch)
     name = (as_text(caller, "attention", options.attention) or "auto").strip().lower()
     device_text = as_text(caller, "device", options.device) or "auto"
-    backend = "openvino" if device_text.strip().lower() == "openvino" else "torch"
+    backend = _backend(caller, options.backend, device_text)
     if backend == "openvino":
         _check_openvino(caller, arch, name)
-        name, device_text = "exact", "cpu"
+        name = "exact"
+        device_text = "cpu" if device_text.strip().lower() in ("openvino", "auto") else device_text
     spec = attention_spec(
         name, options.landmarks, options.iters, arch, enlarged_window=window is not None, caller=caller
     )
@@ -316,6 +320,19 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
         device = resolve_device(device_text, caller=caller)
     except ValueError as exc:
         raise SettingsError(str(exc)) from exc
+    if backend == "openvino" and device.type != "cpu":
+        raise fail(caller, f'backend="openvino" runs on the CPU, not {device}; use device="cpu" or backend="torch"')
+    dtype = torch.float32 if backend == "openvino" else compute_dtype(device, options.half, arch)
+    if backend == "auto":
+        kind = "image" if arch is None else arch.kind
+        chosen = (
+            "torch"
+            if arch is None
+            else backends.auto_backend(
+                arch.name, kind, name, enlarged_window=window is not None, device=device, dtype=dtype
+            )
+        )
+        backend = "openvino-auto" if chosen == "openvino" else "torch"
     video_model = arch is not None and arch.kind == "video"
     runtime_overlap = video.DEFAULT_TILE_OVERLAP if video_model else image.DEFAULT_TILE_OVERLAP
     return Settings(
@@ -325,7 +342,7 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
         attention_name=name,
         attention=AttentionConfig(spec=spec, window=window),
         device=device,
-        dtype=torch.float32 if backend == "openvino" else compute_dtype(device, options.half, arch),
+        dtype=dtype,
         tile=tile,
         tile_overlap=runtime_overlap if overlap is None else overlap,
         chunk=(video.DEFAULT_CHUNK if chunk is None else chunk) if video_model else None,
@@ -336,13 +353,26 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
     )
 
 
+def _backend(caller: str, given: object, device_text: str) -> str:
+    """ "torch", "openvino" or "auto" from backend= and device= (device="openvino" is backend="openvino")."""
+    text = as_text(caller, "backend", given)
+    name = (text or default_backend()).strip().lower()
+    if name not in BACKEND_CHOICES:
+        raise fail(caller, f"backend must be one of {', '.join(map(repr, BACKEND_CHOICES))}, got {name!r}")
+    if device_text.strip().lower() == "openvino":
+        if text is not None and name == "torch":
+            raise fail(caller, 'device="openvino" contradicts backend="torch"; drop one of them')
+        return "openvino"
+    return name
+
+
 def _check_openvino(caller: str, arch: Architecture | None, attention: str) -> None:
     """device="openvino" runs exported image models with exact attention, and needs the optional package."""
     if arch is not None and arch.kind != "image":
         raise fail(caller, f'device="openvino" supports the image models only, not {arch.name}; use device="cpu"')
     if attention == "nystra":
         raise fail(caller, 'device="openvino" runs exact attention only; drop attention="nystra" or use device="cpu"')
-    if importlib.util.find_spec("openvino") is None:
+    if not backends.openvino_available():
         raise fail(caller, 'device="openvino" needs the openvino package; pip install "vsnystra[openvino]"')
 
 

@@ -179,6 +179,7 @@ def SwinIR(
     tile_overlap: int | None = None,
     format: int | None = None,
     progressive: int | None = None,
+    backend: str | bytes | None = None,
 ) -> vs.VideoNode:
     """SwinIR frame by frame (super-resolution, denoising, JPEG artefact removal, by checkpoint).
 
@@ -187,9 +188,11 @@ def SwinIR(
     (default: the input's) at the model's output size. model: checkpoint path or zoo name (default: the
     bundled SwinIR). attention: "auto" (default), "nystra" or "exact"; landmarks (16), iters (6; 2 at ``window``);
     window: enlarged attention window (e.g. 32). device: "auto", "cpu", "cuda", "cuda:N" or "openvino" (the CPU
-    through OpenVINO, exact attention). tile: [w, h] input pixels with tile_overlap (32) px cross-faded; on CUDA out
-    of memory the frame is retried with smaller tiles. Interlaced frames (_FieldBased 1 or 2) are refused (deinterlace
-    first, e.g. with bwdif or QTGMC) unless progressive=1, which restores them as they are.
+    through OpenVINO, exact attention). backend: "auto" (default, or $VSNYSTRA_BACKEND: OpenVINO on the CPU where
+    benchmarks/backends.py measured it faster for this model, else torch), "torch" or "openvino". tile: [w, h]
+    input pixels with tile_overlap (32) px cross-faded; on CUDA out of memory the frame is retried with smaller tiles.
+    Interlaced frames (_FieldBased 1 or 2) are refused (deinterlace first, e.g. with bwdif or QTGMC) unless
+    progressive=1, which restores them as they are.
     """
     options = Options(
         model,
@@ -201,6 +204,7 @@ def SwinIR(
         tile=tile,
         tile_overlap=tile_overlap,
         progressive=progressive,
+        backend=backend,
     )
     return _image_filter(architecture("swinir"), clip, options, format)
 
@@ -217,6 +221,7 @@ def Uformer(
     tile_overlap: int | None = None,
     format: int | None = None,
     progressive: int | None = None,
+    backend: str | bytes | None = None,
 ) -> vs.VideoNode:
     """Uformer frame by frame (denoising or deblurring, by checkpoint).
 
@@ -232,6 +237,7 @@ def Uformer(
         tile=tile,
         tile_overlap=tile_overlap,
         progressive=progressive,
+        backend=backend,
     )
     return _image_filter(architecture("uformer"), clip, options, format)
 
@@ -252,6 +258,7 @@ def RVRT(
     cache_chunks: int | None = None,
     format: int | None = None,
     progressive: int | None = None,
+    backend: str | bytes | None = None,
 ) -> vs.VideoNode:
     """RVRT over chunks of frames (video SR, deblurring, denoising, by checkpoint), bounded by scene cuts.
 
@@ -267,7 +274,8 @@ def RVRT(
     and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
     memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
     chunks, so shots never mix; frames may be requested in any order and from any number of threads. progressive:
-    as for SwinIR (interlaced frames are refused unless it is 1).
+    as for SwinIR (interlaced frames are refused unless it is 1). backend: "auto" (default) and "torch" run PyTorch
+    (OpenVINO does not run RVRT's chunks yet).
     """
     node, _ = rvrt_with_restorer(
         clip,
@@ -285,6 +293,7 @@ def RVRT(
         cache_chunks,
         format,
         progressive,
+        backend,
     )
     return node
 
@@ -305,6 +314,7 @@ def rvrt_with_restorer(
     cache_chunks: object = None,
     format: object = None,
     progressive: object = None,
+    backend: object = None,
 ) -> tuple[vs.VideoNode, TemporalRestorer]:
     """RVRT's implementation; also returns the chunk scheduler (tests and diagnostics read its counters)."""
     arch = architecture("rvrt")
@@ -322,6 +332,7 @@ def rvrt_with_restorer(
         chunk=chunk,
         chunk_overlap=chunk_overlap,
         progressive=progressive,
+        backend=backend,
     )
     source = clip
     s = _settings(arch, source, options)
