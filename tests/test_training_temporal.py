@@ -160,7 +160,7 @@ def _static_restore(fresh: bool) -> float:
 
 
 @pytest.mark.xfail(
-    strict=True, reason="rvrt-denoise-small uses time only partly so far (about +0.5 dB); retraining goes on"
+    strict=True, reason="rvrt-denoise-small uses time only partly so far (+0.68 dB here); retraining goes on"
 )
 def test_bundled_rvrt_uses_time_on_a_static_clip() -> None:
     """Fresh noise in every frame of a static shot must restore clearly better than one noise draw repeated in

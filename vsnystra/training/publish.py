@@ -67,8 +67,10 @@ NOTES = {
         "(folded into the weights on export) then learn how much of the aligned past each branch blends in. The "
         "fine-tuning leg ran its first 200 steps towards a peak rate of 5e-5; the quality on DAVIS training clips "
         "fell, so it resumed from step 200 at 1.5e-5 (the rate below); the backbones' input convolutions train at "
-        "10x and the mixing gates at 40x that rate. The checkpoint of step 750 was chosen on DAVIS training clips "
-        "(camel, bmx-trees, car-roundabout)."
+        "10x and the mixing gates at 40x that rate. The leg ran over two sessions (steps 0-1290, then 1275-2000 "
+        "resumed from its state); the checkpoint of step 2000 was chosen over those of steps 750 and 1275 on DAVIS "
+        "training clips (camel, bmx-trees, car-roundabout; benchmarks/rvrt_checkpoints.py), where it is better on "
+        "every measure."
     ),
 }
 
