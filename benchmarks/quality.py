@@ -46,6 +46,7 @@ from vsnystra.runtime.settings import attention_spec  # noqa: E402
 from vsnystra.runtime.video import restore_video  # noqa: E402
 from vsnystra.training.degrade import imresize  # noqa: E402
 from vsnystra.training.metrics import psnr, ssim  # noqa: E402
+from vsnystra.zoo import bundled_defaults  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MODELS = ROOT / "models"
@@ -129,7 +130,13 @@ def run_dn(model: torch.nn.Module | None, ds: str, sigma: float, limit: int) -> 
 
 
 def run_video(
-    model: torch.nn.Module | None, seq: str, sigma: float, max_frames: int, crop: int
+    model: torch.nn.Module | None,
+    seq: str,
+    sigma: float,
+    max_frames: int,
+    crop: int,
+    chunk: int | None = None,
+    chunk_overlap: int = 0,
 ) -> tuple[list[float], float]:
     files = sorted((DATA / "video" / "Vid4" / seq).glob("*.png"))[: max_frames or None]
     clean = torch.stack([read(p) for p in files])
@@ -140,7 +147,7 @@ def run_video(
     x = noisy(clean, sigma, seed=int(sigma))
     t0 = time.perf_counter()
     with torch.no_grad():
-        out = x if model is None else restore_video(model, x, sigma=sigma, chunk=None)
+        out = x if model is None else restore_video(model, x, sigma=sigma, chunk=chunk, chunk_overlap=chunk_overlap)
     assert isinstance(out, torch.Tensor)
     scores = [[psnr(o, c), ssim(o, c), float("nan"), float("nan")] for o, c in zip(out, clean, strict=True)]
     return list(np.mean(scores, axis=0)), time.perf_counter() - t0
@@ -177,6 +184,7 @@ def main() -> int:
     specs: dict[str, PnPNystra] = {}
     modes = args.modes.split(",")
     rows: list[Row] = []
+    chunk_notes: list[str] = []
 
     def record(name: str, data: str, mode: str, fn: Callable[[], tuple[list[float], float]]) -> None:
         s, secs = fn()
@@ -204,6 +212,14 @@ def main() -> int:
                         configure(model, mode, arch, spec)
                         record(name, label, mode, partial(run_dn, model, ds, sigma, args.limit))
         else:
+            # the chunking the front ends use for this checkpoint (its zoo.json "defaults"), else the whole clip
+            defaults = bundled_defaults(path)
+            chunking = (
+                (int(str(defaults["chunk"])), int(str(defaults.get("chunk_overlap", 2))))
+                if "chunk" in defaults
+                else (None, 0)
+            )
+            chunk_notes.append(f"{name}: chunk {chunking[0] or 'whole clip'}, overlap {chunking[1] or 0}")
             for seq in args.sequences.split(","):
                 for sigma in map(float, args.video_sigmas.split(",")):
                     label = f"Vid4-{seq} s{sigma:g}"
@@ -219,7 +235,7 @@ def main() -> int:
                             name,
                             label,
                             mode,
-                            partial(run_video, model, seq, sigma, args.max_frames, args.crop),
+                            partial(run_video, model, seq, sigma, args.max_frames, args.crop, *chunking),
                         )
 
     nystra = "; ".join(f"{k}: {v}" for k, v in specs.items())
@@ -228,7 +244,8 @@ def main() -> int:
         f"Settings: limit={args.limit or 'all'} images/dataset, Vid4 max_frames={args.max_frames or 'all'} "
         f"crop={args.crop or 'none'}; nystra = at the trained window, {nystra}; paper = {paper}, bias/mask/modulator "
         "dropped; paper-exact = the same with Exact(); "
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, fp32.",
+        + (f"video chunking as the front ends use it: {'; '.join(chunk_notes)}; " if chunk_notes else "")
+        + f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU, fp32.",
         "",
         "| model | data | attention | PSNR RGB | SSIM RGB | PSNR Y | SSIM Y | time (s) |",
         "|---|---|---|---|---|---|---|---|",
