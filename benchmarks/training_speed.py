@@ -53,8 +53,10 @@ class Variant:
         self.name, self.preset = name, preset
         self.model: Any = copy.deepcopy(base).train()
         self.x, self.y = _batch(preset)
-        if name == "channels_last":
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if name == "channels_last":  # 4-D weights only: RVRT also holds Conv3d (5-D) weights
+            for module in self.model.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
             if self.x.ndim == 4:
                 self.x = self.x.contiguous(memory_format=torch.channels_last)
         params = [p for p in self.model.parameters() if p.requires_grad]
