@@ -74,10 +74,11 @@ def test_level_loss_is_zero_only_at_the_target_and_trains(stills: Path) -> None:
     ref, supp, flow = pairs.sample(2, gen)
     exact = [F.interpolate(flow, size=(s, s), mode="area") * (s / 64) for s in (2, 4, 8, 16, 32)] + [flow]
     assert float(level_loss(exact, flow)) < 1e-5
+    torch.manual_seed(0)
     net = load_spynet(None)
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     first = float(level_loss(net.level_flows(ref, supp), flow))
-    for _ in range(6):
+    for _ in range(12):
         loss = level_loss(net.level_flows(ref, supp), flow)
         opt.zero_grad()
         loss.backward()
