@@ -32,34 +32,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from export import bundled, swinir_m, uformer_b  # noqa: E402  (the sibling script's model builders)
+
 from vsnystra.archs.base import RestorationModel  # noqa: E402
 from vsnystra.archs.patch import patch_attention  # noqa: E402
-from vsnystra.archs.registry import load_model  # noqa: E402
-from vsnystra.archs.swinir import SwinIR  # noqa: E402
-from vsnystra.archs.uformer import Uformer  # noqa: E402
 from vsnystra.runtime.export import example_input, for_export, write_onnx  # noqa: E402
 from vsnystra.runtime.settings import attention_spec  # noqa: E402
-from vsnystra.zoo import resolve_model  # noqa: E402
 
 TABLE = ROOT / "vsnystra" / "runtime" / "backends.json"
-
-
-def bundled(name: str) -> Callable[[], RestorationModel]:
-    return lambda: load_model(str(resolve_model(name)))
-
-
-def swinir_m() -> RestorationModel:
-    torch.manual_seed(0)
-    net = SwinIR(
-        img_size=64, embed_dim=180, depths=(6,) * 6, num_heads=(6,) * 6, window_size=8, upscale=2,
-        upsampler="pixelshuffle",
-    )  # fmt: skip
-    return load_model(net.state_dict())
-
-
-def uformer_b() -> RestorationModel:
-    torch.manual_seed(0)
-    return load_model(Uformer(embed_dim=32, win_size=8).state_dict())
 
 
 # (label, builder, (H, W), frames, sigma, bundled)
