@@ -368,7 +368,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     floats = lambda s: [float(x) for x in s.split(",")]  # noqa: E731
     names = lambda s: s.split(",")  # noqa: E731
-    ap.add_argument("--only", default="peers,models,checks", help="comma list of peers, models, checks")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma list of peers, models, checks (default: peers,models, plus checks when Vid4 is among --datasets)",
+    )
     ap.add_argument("--datasets", type=names, default=names("Vid4,CBSD68,Kodak24,Set5,Set14"))
     ap.add_argument("--sequences", type=names, default=names("city,walk"), help="Vid4 sequences")
     ap.add_argument("--video-sigmas", type=floats, default=floats("10,20,30"))
@@ -387,6 +391,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", type=Path, default=RESULTS / "peers.md")
     ap.add_argument("--stdout", action="store_true", help="also write the markdown report to stdout")
     args = ap.parse_args(argv)
+    if args.only is None:  # the checks run on Vid4 clips: an image-only run must not redo (and relabel) them
+        args.only = "peers,models,checks" if "Vid4" in args.datasets else "peers,models"
     unknown = set(args.only.split(",")) - {"peers", "models", "checks"}
     if unknown:
         ap.error(f"--only: unknown {sorted(unknown)}; use a comma list of peers, models, checks")
