@@ -273,13 +273,19 @@ def classical_peers(video: bool, sigma: float) -> list[tuple[str, Callable[[np.n
     peers: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = [
         ("CBM3D frame by frame (bm3d_rgb, sigma_psd = σ/255)", lambda x: cbm3d(x, sigma)),
     ]
-    if not video:
-        return [*peers, (f"OpenCV fastNlMeansDenoisingColored ({cv})", lambda x: opencv_nlm(x, sigma))]
     nl, hq = nlmeans_vf(sigma), hqdn3d_vf(sigma)
+    nl_label = f"ffmpeg nlmeans (s = {NLMEANS_K:g}σ ≤ 30, p 7, r 15, 8-bit RGB)"
+    if not video:  # one image per call: hqdn3d has no previous frame, so only its spatial part acts
+        return [
+            *peers,
+            (f"OpenCV fastNlMeansDenoisingColored ({cv})", lambda x: opencv_nlm(x, sigma)),
+            (nl_label, lambda x: ffmpeg_filter(x, nl, depth=8)),
+            (f"ffmpeg hqdn3d ({HQDN3D_K:g}σ spatial; one frame, 16-bit RGB)", lambda x: ffmpeg_filter(x, hq, depth=16)),
+        ]
     return [
         *peers,
         (f"OpenCV fastNlMeansDenoisingColoredMulti (window 5, {cv})", lambda x: opencv_nlm_multi(x, sigma)),
-        (f"ffmpeg nlmeans (s = {NLMEANS_K:g}σ ≤ 30, p 7, r 15, 8-bit RGB)", lambda x: ffmpeg_filter(x, nl, depth=8)),
+        (nl_label, lambda x: ffmpeg_filter(x, nl, depth=8)),
         (
             f"ffmpeg hqdn3d ({HQDN3D_K:g}σ spatial, {1.5 * HQDN3D_K:g}σ temporal, 16-bit RGB)",
             lambda x: ffmpeg_filter(x, hq, depth=16),
