@@ -133,6 +133,16 @@ class OpenVINOModel(RestorationModel):
                 _store(converted, folder)
         return converted
 
+    def add_onnx(self, path: str | Path, example: torch.Tensor) -> None:
+        """Store ``path``, an ONNX file of this model at ``example``'s shape (``write_onnx(..., optimize=False)``, as
+        the wrapper converts), in the disk cache: the first call at that shape then skips the export.
+        benchmarks/backends.py times one export for both OpenVINO and ONNX Runtime this way."""
+        import openvino as ov
+
+        if self.disk_cache is None:
+            raise ValueError("openvino: add_onnx needs a disk cache; pass OpenVINOModel(..., disk_cache=FOLDER)")
+        _store(ov.Core().read_model(str(path)), self.disk_cache / self._cache_key(example))
+
     def _compile(self, x: torch.Tensor, threads: object) -> Any:
         import openvino as ov
 
