@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -62,8 +63,9 @@ SIGMA = 20.0  # RVRT's noise level (an input of the graph: any value times the s
 class Case:
     label: str
     build: Callable[[torch.dtype], RestorationModel]
-    size: tuple[int, int]  # (H, W) of the model's input (no padding needed)
-    bundled: bool
+    size: tuple[int, int]  # (H, W) of the image or frames
+    bundled: bool  # a row of the table backend="auto" reads (--write-table)
+    zoo: str | None = None  # the bundled model's name (its zoo defaults: RVRT's chunk length)
 
 
 def bundled(name: str) -> Callable[[torch.dtype], RestorationModel]:
@@ -89,9 +91,12 @@ def random_weights(builder: Callable[[], RestorationModel]) -> Callable[[torch.d
 
 
 CASES = [
-    Case("swinir-x2-small", bundled("swinir-x2-small"), (128, 128), True),
-    Case("uformer-denoise-small", bundled("uformer-denoise-small"), (256, 256), True),
-    Case("rvrt-denoise-small", bundled("rvrt-denoise-small"), (136, 136), True),
+    Case("swinir-x2-small", bundled("swinir-x2-small"), (128, 128), True, "swinir-x2-small"),
+    Case("uformer-denoise-small", bundled("uformer-denoise-small"), (256, 256), True, "uformer-denoise-small"),
+    Case("rvrt-denoise-small", bundled("rvrt-denoise-small"), (136, 136), True, "rvrt-denoise-small"),
+    # larger RVRT frames: where backend="auto" stops using OpenVINO for video (openvino.AUTO_MAX_VIDEO_AREA)
+    Case("rvrt-denoise-small@256", bundled("rvrt-denoise-small"), (256, 256), False, "rvrt-denoise-small"),
+    Case("rvrt-denoise-small@480", bundled("rvrt-denoise-small"), (480, 480), False, "rvrt-denoise-small"),
     Case("SwinIR-M x2 (random weights)", random_weights(swinir_m), (128, 128), False),
     Case("Uformer-B (random weights)", random_weights(uformer_b), (256, 256), False),
 ]
@@ -115,13 +120,13 @@ def timed[T](fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - t
 
 
-def chunk_frames(model: RestorationModel, label: str) -> int | None:
+def chunk_frames(model: RestorationModel, zoo: str | None) -> int | None:
     """RVRT's temporal chunk: the zoo entry's (e.g. 6 for rvrt-denoise-small), else the runtime default."""
     from vsnystra.runtime.video import DEFAULT_CHUNK
 
     if model.info.kind != "video":
         return None
-    chunk = bundled_defaults(resolve_model(label)).get("chunk", DEFAULT_CHUNK)
+    chunk = DEFAULT_CHUNK if zoo is None else bundled_defaults(resolve_model(zoo)).get("chunk", DEFAULT_CHUNK)
     assert isinstance(chunk, int)
     return chunk
 
@@ -133,7 +138,7 @@ def bench(case: Case, dtype: torch.dtype, args: argparse.Namespace, tmp: Path) -
 
     model = case.build(dtype)
     video = model.info.kind == "video"
-    frames = chunk_frames(model, case.label)
+    frames = chunk_frames(model, case.zoo)
     gen = torch.Generator().manual_seed(0)
     h, w = case.size
     if video:
@@ -186,6 +191,7 @@ def bench(case: Case, dtype: torch.dtype, args: argparse.Namespace, tmp: Path) -
     best = min(med, key=lambda k: med[k])
     ratios = " | ".join(f"{k} {v * 1e3:.0f} ms ({med['torch'] / v:.2f}x)" for k, v in med.items())
     setups = ", ".join(f"{k} {v:.1f} s" for k, v in setup.items())
+    setups += f"; peak RSS so far {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GiB"
     shape = "x".join(map(str, x.shape))
     name = "fp32" if dtype == torch.float32 else "bf16"
     row = f"| {case.label} | {name} | {shape} | {ratios} | best: {best} | OV diff {diff:.1e} | {setups} |"
@@ -202,10 +208,10 @@ def machine() -> str:
     name = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
+        fields = dict(
+            (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in cpuinfo.read_text().splitlines())
+        )
+        name = f"{fields.get('model name', name)} (family {fields.get('cpu family')} model {fields.get('model')})"
     return f"{name}, {os.cpu_count()} CPUs, {torch.backends.cpu.get_cpu_capability()}"
 
 

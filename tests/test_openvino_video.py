@@ -2,12 +2,13 @@
 run with torch, results within 1e-4 of torch; the filter and the CLI wrap RVRT with their chunk length.
 
 One tiny random-weight RVRT denoiser, exported once at 2 frames of 136x136 (its flow minimum; about half a minute)
-into the session's OpenVINO disk cache (conftest), and reused by every test here.
+into this module's OpenVINO disk cache, and reused by every test here.
 """
 
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from tiny_models import tiny_rvrt_denoiser
 
 from vsnystra.archs.base import RestorationModel
 from vsnystra.runtime import openvino
-from vsnystra.runtime.backends import cache_dir
+from vsnystra.runtime.backends import CACHE_DIR_ENV, cache_dir
 from vsnystra.runtime.cache import default_cache
 from vsnystra.runtime.openvino import AUTO_MAX_VIDEO_AREA, OpenVINOModel, with_backend
 from vsnystra.runtime.settings import Options, Settings, resolve
@@ -28,6 +29,15 @@ needs_openvino = pytest.mark.skipif(
     reason="needs the openvino and export extras",
 )
 CHUNK = {"chunk": 2, "chunk_overlap": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_disk_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A disk cache of this module's own, so its export counts do not depend on earlier runs."""
+    folder = tmp_path_factory.mktemp("openvino-cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_DIR_ENV, str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ length (after the runtime's even padding) run through OpenVINO, shorter ones (a 
 so one graph serves a clip and every chunk's result is the same whichever order frames are requested in. A non-blind
 denoiser's sigma map is the input's last channel, so the noise level is a graph input: a new sigma (per scene) is no
 new export. backend="auto" also keeps video frames larger than :data:`AUTO_MAX_VIDEO_AREA` on torch: the exported
-alignment samples every key with plain gathers (``archs/rvrt_gda_traced.py``), whose memory grows with the frame
-area (about 14 KB per pixel for the bundled RVRT) where the eager kernels work in bands.
+alignment holds every sampled key and value at once (``archs/rvrt_gda_traced.py``; memory grows with the frame
+area) where the eager kernels work in bands, and OpenVINO was measured faster up to that size only.
 """
 
 from __future__ import annotations
