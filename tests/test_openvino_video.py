@@ -20,7 +20,7 @@ from vsnystra.archs.base import RestorationModel
 from vsnystra.runtime import openvino
 from vsnystra.runtime.backends import CACHE_DIR_ENV, cache_dir
 from vsnystra.runtime.cache import default_cache
-from vsnystra.runtime.openvino import AUTO_MAX_VIDEO_AREA, OpenVINOModel, with_backend
+from vsnystra.runtime.openvino import AUTO_MAX_VIDEO_PIXELS, OpenVINOModel, with_backend
 from vsnystra.runtime.settings import Options, Settings, resolve
 from vsnystra.runtime.video import restore_video
 
@@ -113,12 +113,12 @@ def test_shorter_chunks_and_auto_sized_frames_run_with_torch(checkpoint: Path) -
         got = restore_video(four, x, sigma=20.0, chunk=4, chunk_overlap=2)
     assert isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor) and torch.equal(got, ref)
     assert (four.exports, four.compiles) == (0, 0)
-    side = int(AUTO_MAX_VIDEO_AREA**0.5)
+    w = AUTO_MAX_VIDEO_PIXELS // (2 * 480)
     auto = OpenVINOModel(model, fallback=True, disk_cache=None, frames=2)
-    assert auto.runs_openvino((1, 2, 4, side, side)) and not auto.runs_openvino((1, 2, 4, side + 8, side))
+    assert auto.runs_openvino((1, 2, 4, 480, w)) and not auto.runs_openvino((1, 2, 4, 488, w))
     assert not auto.runs_openvino((1, 4, 4, 136, 136))  # not the chunk length
     forced = OpenVINOModel(model, disk_cache=None, frames=2)  # backend="openvino": any frame size
-    assert forced.runs_openvino((1, 2, 4, side + 8, side))
+    assert forced.runs_openvino((1, 2, 4, 488, w))
 
 
 @needs_openvino

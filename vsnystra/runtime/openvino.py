@@ -13,9 +13,9 @@ length is its own export (minutes). The front ends wrap RVRT with ``frames`` = t
 length (after the runtime's even padding) run through OpenVINO, shorter ones (a short scene or clip) through torch,
 so one graph serves a clip and every chunk's result is the same whichever order frames are requested in. A non-blind
 denoiser's sigma map is the input's last channel, so the noise level is a graph input: a new sigma (per scene) is no
-new export. backend="auto" also keeps video frames larger than :data:`AUTO_MAX_VIDEO_AREA` on torch: the exported
-alignment holds every sampled key and value at once (``archs/rvrt_gda_traced.py``; memory grows with the frame
-area) where the eager kernels work in bands, and OpenVINO was measured faster up to that size only.
+new export. backend="auto" also keeps chunks of more than :data:`AUTO_MAX_VIDEO_PIXELS` pixels on torch: the
+exported alignment holds every sampled key and value at once (``archs/rvrt_gda_traced.py``), so OpenVINO's memory
+grows about three times as fast as the eager kernels' (which work in bands), and larger chunks were not measured.
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ from vsnystra.runtime.export import ExportError, check_exportable, write_onnx
 
 log = logging.getLogger(__name__)
 _MAX_SHAPES = 8
-AUTO_MAX_VIDEO_AREA = 256 * 256  # backend="auto": larger (padded) video frames or tiles run with torch
+# backend="auto": video chunks with more (padded) pixels (frames x height x width) run with torch. The largest chunk
+# measured, rvrt-denoise-small 6 x 480 x 480: OpenVINO 1.57x faster, peak memory 3.7 GiB against torch's 1.1 GiB
+# (benchmarks/results/backends.md); OpenVINO's memory grows by about 14 KB per pixel, so 1080p frames would not fit.
+AUTO_MAX_VIDEO_PIXELS = 6 * 480 * 480
 __all__ = ["BACKEND_CHOICES", "OpenVINOModel", "openvino_available", "with_backend"]
 
 
@@ -94,12 +97,12 @@ class OpenVINOModel(RestorationModel):
 
     def runs_openvino(self, shape: tuple[int, ...] | torch.Size) -> bool:
         """Whether an input of ``shape`` runs through OpenVINO (else torch): every image; a video chunk of the
-        wrapper's clip length (and, under backend="auto", frames of at most :data:`AUTO_MAX_VIDEO_AREA` pixels)."""
+        wrapper's clip length (and, under backend="auto", of at most :data:`AUTO_MAX_VIDEO_PIXELS` pixels)."""
         if self.info.kind != "video":
             return True
         if self.frames is not None and shape[1] != self.frames:
             return False
-        return not (self.fallback and shape[-2] * shape[-1] > AUTO_MAX_VIDEO_AREA)
+        return not (self.fallback and shape[1] * shape[-2] * shape[-1] > AUTO_MAX_VIDEO_PIXELS)
 
     def compiled(self, x: torch.Tensor) -> Any:
         """The compiled model for ``x``'s shape and dtype (exported and compiled on first use)."""
