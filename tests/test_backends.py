@@ -144,6 +144,7 @@ def test_disk_cache_skips_the_second_export(tmp_path: Path, monkeypatch: pytest.
         OpenVINOModel(model, disk_cache=tmp_path)(x)
 
 
+@needs_openvino  # the cache key names OpenVINO's version
 def test_auto_runs_torch_when_the_model_cannot_be_exported(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -63,6 +63,7 @@ def frames(n: int, seed: int = 0) -> torch.Tensor:
     return torch.nn.functional.interpolate(g, size=(24, 32), mode="bilinear", align_corners=False)
 
 
+@needs_openvino
 def test_video_settings_take_openvino(checkpoint: Path) -> None:
     s = settings(checkpoint, device="openvino", attention="auto")
     assert (s.backend, s.device.type, s.dtype, s.attention_name, s.chunk) == ("openvino", "cpu", torch.float32,

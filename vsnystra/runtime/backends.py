@@ -8,7 +8,8 @@ which back-end wins depends on it. A class without rows reads the nearest measur
 the next wider). auto falls back to PyTorch when openvino is not installed, on CUDA devices, in half precision, at
 enlarged windows and when the model cannot be exported (the OpenVINO wrapper then runs the torch model, with one
 warning). Video models run their full-length chunks through OpenVINO and every shorter chunk (a short scene or
-clip) through torch, so one compiled graph serves a clip (:mod:`vsnystra.runtime.openvino`).
+clip) through torch, so one compiled graph serves a clip; under auto, chunks larger than
+``openvino.AUTO_MAX_VIDEO_PIXELS`` also run with torch (OpenVINO's memory; :mod:`vsnystra.runtime.openvino`).
 ``VSNYSTRA_BACKEND`` sets the default for callers that give none.
 """
 

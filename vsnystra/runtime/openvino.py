@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 _MAX_SHAPES = 8
 # backend="auto": video chunks with more (padded) pixels (frames x height x width) run with torch. The largest chunk
 # measured, rvrt-denoise-small 6 x 480 x 480: OpenVINO 1.57x faster, peak memory 3.7 GiB against torch's 1.1 GiB
-# (benchmarks/results/backends.md); OpenVINO's memory grows by about 14 KB per pixel, so 1080p frames would not fit.
+# (benchmarks/results/backends.md): about 14 KB per frame pixel of a 6-frame chunk, so 1080p frames would not fit.
 AUTO_MAX_VIDEO_PIXELS = 6 * 480 * 480
 __all__ = ["BACKEND_CHOICES", "OpenVINOModel", "openvino_available", "with_backend"]
 
@@ -65,7 +65,7 @@ class OpenVINOModel(RestorationModel):
     """Runs ``model`` through OpenVINO on the CPU, one compiled model per (shape, dtype) of its input.
 
     ``fallback``: when the model cannot be exported, run the torch model instead (one warning) rather than fail;
-    backend="auto" sets it (and with it the video area limit). ``disk_cache``: the converted-model folder (None: no
+    backend="auto" sets it (and with it the video pixel limit). ``disk_cache``: the converted-model folder (None: no
     disk cache). ``frames``: for video models, the only clip length run through OpenVINO (None: every length).
     """
 
