@@ -33,7 +33,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[str, float]]:
         "swinir/exact": {"torch_ms": 100.0, "openvino_ms": 80.0},
         "uformer/auto": {"torch_ms": 100.0, "openvino_ms": 120.0},
     }
-    monkeypatch.setattr(backends, "measured", lambda: {"cpu": rows})
+    monkeypatch.setattr(backends, "measured", lambda: {backends.device_class(): rows})
     monkeypatch.setattr(backends, "openvino_available", lambda: True)
     return rows
 
@@ -57,6 +57,17 @@ def test_auto_follows_the_table(table: dict[str, dict[str, float]]) -> None:
                                      dtype=torch.float32) == "torch"  # fmt: skip
     half = backends.auto_backend("swinir", "image", "auto", enlarged_window=False, device=CPU, dtype=torch.bfloat16)
     assert half == "torch"
+
+
+def test_auto_runs_video_models_through_openvino_where_measured_faster(
+    table: dict[str, dict[str, float]],
+) -> None:
+    options = Options(model="rvrt-denoise-small", device="cpu", backend="auto")
+    assert resolve("nystra.RVRT", options).backend == "torch"  # no row
+    table["rvrt/auto"] = {"torch_ms": 100.0, "openvino_ms": 90.0}
+    assert resolve("nystra.RVRT", options).backend == "openvino-auto"
+    table["rvrt/auto"] = {"torch_ms": 100.0, "openvino_ms": 110.0}
+    assert resolve("nystra.RVRT", options).backend == "torch"
 
 
 def test_default_is_auto_unless_the_environment_says_otherwise(
@@ -86,13 +97,26 @@ def test_backend_options_are_checked() -> None:
 
 def test_shipped_table_rows_are_measurements() -> None:
     data = json.loads(resources.files("vsnystra.runtime").joinpath("backends.json").read_text())
-    assert "benchmarks/backends.py" in data["command"]
-    rows = data["devices"]["cpu"]
-    assert {"swinir/auto", "uformer/auto"} <= set(rows)
-    for key, row in rows.items():
-        assert row["torch_ms"] > 0 and row["openvino_ms"] > 0, key
-        faster = "openvino" if row["openvino_ms"] < row["torch_ms"] else "torch"
-        assert backends.faster_backend(*key.split("/")) == faster
+    assert set(data["machines"]) == set(data["devices"])
+    for device, rows in data["devices"].items():
+        assert device in backends.CPU_CLASSES
+        assert "benchmarks/backends.py" in data["machines"][device]["command"]
+        assert {"swinir/auto", "uformer/auto", "rvrt/auto"} <= set(rows)
+        for key, row in rows.items():
+            assert row["torch_ms"] > 0 and row["openvino_ms"] > 0, key
+            faster = "openvino" if row["openvino_ms"] < row["torch_ms"] else "torch"
+            assert backends.faster_backend(*key.split("/"), device=device) == faster
+
+
+def test_device_classes_fall_back_to_the_nearest_measured_isa(monkeypatch: pytest.MonkeyPatch) -> None:
+    wide, narrow = {"swinir/auto": {"torch_ms": 1.0, "openvino_ms": 2.0}}, {"uformer/auto": {"torch_ms": 1.0}}
+    monkeypatch.setattr(backends, "measured", lambda: {"cpu-avx512": wide, "cpu-avx2": narrow})
+    assert backends.device_class() == "cpu-" + torch.backends.cpu.get_cpu_capability().lower()
+    assert backends.rows_for("cpu-avx512") is wide and backends.rows_for("cpu-avx2") is narrow
+    assert backends.rows_for("cpu-default") is narrow  # no rows: the next wider ISA measured
+    assert backends.rows_for("cpu-sve256") is wide  # an ISA outside the list: the widest class measured
+    monkeypatch.setattr(backends, "measured", lambda: {"cpu-avx512": wide})
+    assert backends.rows_for("cpu-avx2") is wide  # nothing narrower measured: the wider class
 
 
 @needs_openvino
@@ -120,6 +144,7 @@ def test_disk_cache_skips_the_second_export(tmp_path: Path, monkeypatch: pytest.
         OpenVINOModel(model, disk_cache=tmp_path)(x)
 
 
+@needs_openvino  # the cache key names OpenVINO's version
 def test_auto_runs_torch_when_the_model_cannot_be_exported(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -154,6 +179,4 @@ def test_filters_take_the_backend_keyword() -> None:
         for f in (filters.SwinIR(clip, backend=b).get_frame(0) for b in ("torch", "openvino"))
     ]
     assert frames[0].shape == (3, 32, 48)
-    assert np.abs(frames[0] - frames[1]).max() < 1e-4
-    with pytest.raises(vs.Error, match="image models only"):
-        filters.RVRT(clip, backend="openvino")
+    assert np.abs(frames[0] - frames[1]).max() < 1e-4  # RVRT: tests/test_openvino_video.py

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import tiny_rvrt_denoiser
 
-from vsnystra.archs.base import AttentionConfig, RestorationModel
-from vsnystra.archs.registry import load_model
-from vsnystra.archs.rvrt import RVRT
+from vsnystra.archs.base import AttentionConfig
 from vsnystra.archs.rvrt_blocks import _shift_mask_cpu, _shift_mask_graph, _token_order_cpu, _token_order_graph
 from vsnystra.archs.rvrt_gda import deform_attn
 from vsnystra.archs.rvrt_gda_traced import deform_attn_gathers
@@ -47,22 +46,6 @@ def test_graph_masks_and_orders_equal_the_cached_ones(dp: int, hp: int, wp: int,
     orders = zip(_token_order_graph(2, dp, hp, wp, ws, ss, cpu), _token_order_cpu(2, dp, hp, wp, ws, ss), strict=True)
     for got, ref in orders:
         assert torch.equal(got, ref)
-
-
-def tiny_rvrt_denoiser() -> RestorationModel:
-    torch.manual_seed(3)
-    net = RVRT(
-        upscale=1,
-        embed_dims=(12, 12, 12),
-        num_heads=(2, 2, 2),
-        num_blocks=(1, 1, 1),
-        nonblind_denoising=True,
-        deformable_groups=4,
-        attention_heads=4,
-    )
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)
-    return load_model(net.state_dict())
 
 
 def test_export_arguments_are_checked() -> None:

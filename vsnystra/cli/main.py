@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="noise level (0-255 scale) for non-blind denoisers (RVRT denoise; default: estimated from the frames)",
     )
     r.add_argument(
-        "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (CPU, image models, exact attention)"
+        "--device", help="auto (default) | cpu | cuda | cuda:N | openvino (the CPU through OpenVINO, exact attention)"
     )
     r.add_argument(
         "--backend",

@@ -82,7 +82,9 @@ def load(options: Options) -> LoadedModel:
     s = resolve(CALLER, options)
     try:
         model = with_backend(
-            default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention), s.backend
+            default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention),
+            s.backend,
+            frames=s.chunk,
         )
     except WindowTooSmall as exc:
         raise fail(CALLER, str(exc)) from None

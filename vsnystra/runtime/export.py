@@ -105,17 +105,25 @@ def export_program(model: nn.Module, example: torch.Tensor) -> torch.export.Expo
         return torch.export.export(model, (example,), strict=False)
 
 
-def write_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 18) -> None:
+def write_onnx(
+    model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 18, optimize: bool = True
+) -> None:
     """Write ``model`` at ``example``'s shape as one self-contained ONNX file (weights inside)."""
-    program_to_onnx(export_program(model, example), example, path, opset=opset)
+    program_to_onnx(export_program(model, example), example, path, opset=opset, optimize=optimize)
 
 
 def program_to_onnx(
-    program: torch.export.ExportedProgram, example: torch.Tensor, path: str | Path, *, opset: int = 18
+    program: torch.export.ExportedProgram,
+    example: torch.Tensor,
+    path: str | Path,
+    *,
+    opset: int = 18,
+    optimize: bool = True,
 ) -> None:
-    """Write an exported program (:func:`export_program`) as one self-contained ONNX file."""
+    """Write an exported program (:func:`export_program`) as one self-contained ONNX file. ``optimize``: run
+    onnxscript's graph rewriter (a smaller file for any runtime; about half the conversion time of a large graph)."""
     onnx_program = torch.onnx.export(
-        program, (example,), dynamo=True, opset_version=opset, input_names=["input"], verbose=False
+        program, (example,), dynamo=True, opset_version=opset, input_names=["input"], verbose=False, optimize=optimize
     )
     if onnx_program is None:
         raise ExportError(f"export: torch.onnx.export returned no program for {path}")

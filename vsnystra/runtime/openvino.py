@@ -5,7 +5,17 @@ benchmarks/results/backends.md). Compiled models are cached per input shape and 
 model, so a clip whose frames (or tiles) share one shape compiles once; the converted model is also kept on disk
 (:func:`vsnystra.runtime.backends.cache_dir`, keyed by the weights' hash, attention, shape, dtype and the torch and
 OpenVINO versions) with OpenVINO's own compiled-blob cache beside it, so a later run skips the export. The wrapper is
-an ``nn.Module`` holding the torch model, so ``restore_image`` pads, tiles and crops exactly as for torch.
+an ``nn.Module`` holding the torch model, so ``restore_image`` and ``restore_chunk`` pad, tile and crop exactly as
+for torch.
+
+Video models (RVRT) take a whole temporal chunk (1, T, C, H, W): the traced recurrence unrolls over T, so each chunk
+length is its own export (minutes). The front ends wrap RVRT with ``frames`` = their chunk length: chunks of that
+length (after the runtime's even padding) run through OpenVINO, shorter ones (a short scene or clip) through torch,
+so one graph serves a clip and every chunk's result is the same whichever order frames are requested in. A non-blind
+denoiser's sigma map is the input's last channel, so the noise level is a graph input: a new sigma (per scene) is no
+new export. backend="auto" also keeps chunks of more than :data:`AUTO_MAX_VIDEO_PIXELS` pixels on torch: the
+exported alignment holds every sampled key and value at once (``archs/rvrt_gda_traced.py``), so OpenVINO's memory
+grows about three times as fast as the eager kernels' (which work in bands), and larger chunks were not measured.
 """
 
 from __future__ import annotations
@@ -30,6 +40,10 @@ from vsnystra.runtime.export import ExportError, check_exportable, write_onnx
 
 log = logging.getLogger(__name__)
 _MAX_SHAPES = 8
+# backend="auto": video chunks with more (padded) pixels (frames x height x width) run with torch. The largest chunk
+# measured, rvrt-denoise-small 6 x 480 x 480: OpenVINO 1.57x faster, peak memory 3.7 GiB against torch's 1.1 GiB
+# (benchmarks/results/backends.md): about 14 KB per frame pixel of a 6-frame chunk, so 1080p frames would not fit.
+AUTO_MAX_VIDEO_PIXELS = 6 * 480 * 480
 __all__ = ["BACKEND_CHOICES", "OpenVINOModel", "openvino_available", "with_backend"]
 
 
@@ -51,7 +65,8 @@ class OpenVINOModel(RestorationModel):
     """Runs ``model`` through OpenVINO on the CPU, one compiled model per (shape, dtype) of its input.
 
     ``fallback``: when the model cannot be exported, run the torch model instead (one warning) rather than fail;
-    backend="auto" sets it. ``disk_cache``: the converted-model folder (None: no disk cache).
+    backend="auto" sets it (and with it the video pixel limit). ``disk_cache``: the converted-model folder (None: no
+    disk cache). ``frames``: for video models, the only clip length run through OpenVINO (None: every length).
     """
 
     def __init__(
@@ -61,6 +76,7 @@ class OpenVINOModel(RestorationModel):
         *,
         fallback: bool = False,
         disk_cache: Path | None = None,
+        frames: int | None = None,
     ) -> None:
         super().__init__()
         check_exportable(model, "openvino")
@@ -69,6 +85,7 @@ class OpenVINOModel(RestorationModel):
         self.threads = threads
         self.fallback = fallback
         self.disk_cache = disk_cache
+        self.frames = frames if model.info.kind == "video" else None
         self._compiled: LRU[tuple[object, ...], Any] = LRU(_MAX_SHAPES)
         self._hash: str | None = None
         self.compiles = 0  # compile_model calls (in-memory misses)
@@ -77,6 +94,15 @@ class OpenVINOModel(RestorationModel):
 
     def size_rule(self) -> SizeRule:
         return self.torch_model.size_rule()
+
+    def runs_openvino(self, shape: tuple[int, ...] | torch.Size) -> bool:
+        """Whether an input of ``shape`` runs through OpenVINO (else torch): every image; a video chunk of the
+        wrapper's clip length (and, under backend="auto", of at most :data:`AUTO_MAX_VIDEO_PIXELS` pixels)."""
+        if self.info.kind != "video":
+            return True
+        if self.frames is not None and shape[1] != self.frames:
+            return False
+        return not (self.fallback and shape[1] * shape[-2] * shape[-1] > AUTO_MAX_VIDEO_PIXELS)
 
     def compiled(self, x: torch.Tensor) -> Any:
         """The compiled model for ``x``'s shape and dtype (exported and compiled on first use)."""
@@ -102,12 +128,23 @@ class OpenVINOModel(RestorationModel):
             return core.read_model(str(folder / "model.xml"))
         with tempfile.TemporaryDirectory(prefix="vsnystra-ov-") as tmp:
             onnx = Path(tmp) / "model.onnx"  # through ONNX: OpenVINO's torch.export front end lacks some aten ops
-            write_onnx(self.torch_model, torch.zeros_like(x, device="cpu"), onnx)
+            # OpenVINO optimises the graph itself: skipping onnxscript's rewriter halves the conversion time
+            write_onnx(self.torch_model, torch.zeros_like(x, device="cpu"), onnx, optimize=False)
             self.exports += 1
             converted = core.read_model(str(onnx))
             if folder is not None:
                 _store(converted, folder)
         return converted
+
+    def add_onnx(self, path: str | Path, example: torch.Tensor) -> None:
+        """Store ``path``, an ONNX file of this model at ``example``'s shape (``write_onnx(..., optimize=False)``, as
+        the wrapper converts), in the disk cache: the first call at that shape then skips the export.
+        benchmarks/backends.py times one export for both OpenVINO and ONNX Runtime this way."""
+        import openvino as ov
+
+        if self.disk_cache is None:
+            raise ValueError("openvino: add_onnx needs a disk cache; pass OpenVINOModel(..., disk_cache=FOLDER)")
+        _store(ov.Core().read_model(str(path)), self.disk_cache / self._cache_key(example))
 
     def _compile(self, x: torch.Tensor, threads: object) -> Any:
         import openvino as ov
@@ -124,7 +161,7 @@ class OpenVINOModel(RestorationModel):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ValueError(f"openvino: runs on the CPU, got an input on {x.device}; use device='cpu' tensors")
-        if self.failed is not None:
+        if self.failed is not None or not self.runs_openvino(x.shape):
             return self.torch_model(x)
         try:
             compiled = self.compiled(x)
@@ -152,14 +189,19 @@ def _store(converted: Any, folder: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-_WRAPPED: weakref.WeakKeyDictionary[nn.Module, dict[bool, OpenVINOModel]] = weakref.WeakKeyDictionary()
+_WRAPPED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[bool, int | None], OpenVINOModel]] = (
+    weakref.WeakKeyDictionary()
+)
 _WRAPPED_LOCK = threading.Lock()
 
 
-def with_backend(model: nn.Module, backend: str, *, disk_cache: Path | bool | None = True) -> nn.Module:
+def with_backend(
+    model: nn.Module, backend: str, *, disk_cache: Path | bool | None = True, frames: int | None = None
+) -> nn.Module:
     """``model`` for a resolved ``backend``: itself for "torch"; its shared, compile-caching OpenVINO wrapper for
     "openvino" (failing when it cannot be exported) and "openvino-auto" (falling back to torch then).
-    ``disk_cache``: True = the user cache folder, a path, or False/None = none."""
+    ``disk_cache``: True = the user cache folder, a path, or False/None = none. ``frames``: a video model's chunk
+    length, the one clip length compiled (:class:`OpenVINOModel`; ignored for image models)."""
     if backend == "torch":
         return model
     if backend not in ("openvino", "openvino-auto"):
@@ -167,17 +209,18 @@ def with_backend(model: nn.Module, backend: str, *, disk_cache: Path | bool | No
     if not isinstance(model, RestorationModel):
         raise TypeError(f"openvino: expected a model loaded with vsnystra.load_model, got {type(model).__name__}")
     fallback = backend == "openvino-auto"
+    frames = frames if model.info.kind == "video" else None
     folder = cache_dir() if disk_cache is True else (disk_cache or None)
     with _WRAPPED_LOCK:
         per_model = _WRAPPED.setdefault(model, {})
-        wrapped = per_model.get(fallback)
+        wrapped = per_model.get((fallback, frames))
         if wrapped is None:
             try:
-                wrapped = OpenVINOModel(model, fallback=fallback, disk_cache=folder)
+                wrapped = OpenVINOModel(model, fallback=fallback, disk_cache=folder, frames=frames)
             except ExportError as exc:
                 if not fallback:
                     raise
                 log.warning("openvino: %s; running the model with torch", exc)
                 return model
-            per_model[fallback] = wrapped
+            per_model[fallback, frames] = wrapped
         return wrapped

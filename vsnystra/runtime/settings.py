@@ -302,7 +302,7 @@ def resolve(caller: str, options: Options, *, arch: Architecture | None = None) 
     device_text = as_text(caller, "device", options.device) or "auto"
     backend = _backend(caller, options.backend, device_text)
     if backend == "openvino":
-        _check_openvino(caller, arch, name)
+        _check_openvino(caller, name)
         name = "exact"
         device_text = "cpu" if device_text.strip().lower() in ("openvino", "auto") else device_text
     spec = attention_spec(
@@ -366,10 +366,9 @@ def _backend(caller: str, given: object, device_text: str) -> str:
     return name
 
 
-def _check_openvino(caller: str, arch: Architecture | None, attention: str) -> None:
-    """device="openvino" runs exported image models with exact attention, and needs the optional package."""
-    if arch is not None and arch.kind != "image":
-        raise fail(caller, f'device="openvino" supports the image models only, not {arch.name}; use device="cpu"')
+def _check_openvino(caller: str, attention: str) -> None:
+    """device="openvino" runs exported models (video models: one graph per chunk length) with exact attention, and
+    needs the optional package."""
     if attention == "nystra":
         raise fail(caller, 'device="openvino" runs exact attention only; drop attention="nystra" or use device="cpu"')
     if not backends.openvino_available():

@@ -60,7 +60,7 @@ def _load(s: Settings, func: str) -> tuple[nn.Module, ModelInfo, float | None]:
     """Load (or reuse) the model, check that it belongs to this filter; returns it, its info and its sigma."""
     try:
         net = default_cache().get(s.model_path, device=s.device, dtype=s.dtype, attention=s.attention)
-        net = with_backend(net, s.backend)
+        net = with_backend(net, s.backend, frames=s.chunk)
     except WindowTooSmall as exc:
         raise V.fail(func, str(exc)) from None
     except (FileNotFoundError, IsADirectoryError, KeyError, ValueError, TypeError) as exc:
@@ -274,8 +274,9 @@ def RVRT(
     and written to the frame property nystra_sigma (as is a given sigma). cache_chunks (2): chunk results kept in
     memory; memory ~ cache_chunks x chunk x output frame size. Scene cuts (_SceneChangePrev/_SceneChangeNext) end
     chunks, so shots never mix; frames may be requested in any order and from any number of threads. progressive:
-    as for SwinIR (interlaced frames are refused unless it is 1). backend: "auto" (default) and "torch" run PyTorch
-    (OpenVINO does not run RVRT's chunks yet).
+    as for SwinIR (interlaced frames are refused unless it is 1). backend: "auto" (default: OpenVINO on CPUs where
+    benchmarks/backends.py measured it faster, else torch), "torch" or "openvino"; OpenVINO compiles one graph per
+    chunk length and frame (tile) size on first use (minutes; kept on disk) and runs shorter chunks with torch.
     """
     node, _ = rvrt_with_restorer(
         clip,
