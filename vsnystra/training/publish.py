@@ -26,6 +26,12 @@ DATA_NOTE = (
     "No evaluation image was used for training or tuning."
 )
 DATA_NOTES = {
+    "swinir-x2-small": (
+        "../shared/data/train (the folder beside the repository) only. First release: 12 Urban100 HR images and 4 "
+        "DAVIS-2016 480p sequences (bmx-trees, breakdance, car-roundabout, paragliding-launch; JPEG). Fine-tuning "
+        "leg: the 158 photographs of stills/ (Urban100 img_013-090 and Sun-Hays80), all of them. "
+        "No evaluation image was used for training or tuning."
+    ),
     "rvrt-denoise-small": (
         "../shared/data/train (the folder beside the repository) only: the 12 DAVIS-2016 480p sequences (JPEG), "
         "the 158 photographs of stills/ and the 12 Urban100 HR images (clips made by a synthetic camera). "
@@ -37,9 +43,12 @@ NOTES = {
         "LR = MATLAB-compatible bicubic /2 (antialiased, 8-bit rounding after each pass; bit-exact against the Set5 "
         "LR files), 12 evenly spaced frames per DAVIS sequence plus the Urban100 images. Initialised as a bilinear "
         "upscaler (six feature channels carry the image through a bilinear PixelShuffle kernel, the body enters "
-        "through a zeroed conv_after_body), so training learns a residual over bilinear. Trained in two legs: 330 "
-        "steps of a 330-step schedule, then resumed with a longer cosine schedule (a warm restart at the rate the "
-        "longer schedule has at step 330)."
+        "through a zeroed conv_after_body), so training learns a residual over bilinear. The first release trained "
+        "in two legs (330 steps of a 330-step schedule, then a longer cosine schedule from a warm restart); this "
+        "release is a fine-tuning leg from it on the stills at lr 2e-4 (the rate below), whose last step was "
+        "chosen over its steps 500 and 1500 on the training folder's Urban100 img_001-012, which that leg did not "
+        "train on (benchmarks/image_checkpoints.py: 29.82 dB Y for the first release, 29.72 / 30.01 / 30.03 at "
+        "steps 500 / 1500 / 2000)."
     ),
     "uformer-denoise-small": (
         "Blind colour Gaussian denoiser: sigma ~ U[0, 50] per patch (0-255 scale), noise not clipped. "
@@ -81,6 +90,11 @@ CAVEAT = "Small model, short CPU training: far below the official checkpoints; u
 # Earlier releases that a run was fine-tuned from (``--init``), by the sha256 of the file it started from: their
 # steps and wall time (from the card published with that file), so a card states the whole training, not one leg.
 PRIOR_RELEASES: dict[str, tuple[int, float, str]] = {
+    "5543561ca1ff661d4946dcff1568c1a378c1608d16e303853af1ecb64ac11cbc": (
+        2600,
+        100.7,
+        "first swinir-x2-small release (two legs on a shared 2-core CPU, 1 thread)",
+    ),
     "94830f239567d9f1bbc6b656560f7870a7cfd51aebd72f516bb6a5cf185d7229": (
         1900,
         89.9,
