@@ -22,7 +22,8 @@ import torch
 
 import vsnystra
 from vsnystra.training.data import list_images, read_image
-from vsnystra.training.degrade import imresize, rgb_to_y
+from vsnystra.training.degrade import imresize
+from vsnystra.training.metrics import psnr
 
 TRAIN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "Urban100"
 CROPS = {"sr": 192, "denoise": 256}  # denoise: the bundled Uformer takes multiples of 128
@@ -54,9 +55,7 @@ def score_sr(model: Any, images: list[torch.Tensor]) -> list[float]:
         lr = imresize(hr, 0.5, uint8=True)
         with torch.no_grad():
             sr = model(lr[None]).clamp(0, 1)[0]
-        to_levels = lambda t: torch.floor(t * 255 + 0.5) / 255  # noqa: E731 - 8-bit output, as a user saves it
-        y_sr, y_hr = rgb_to_y(to_levels(sr))[..., 2:-2, 2:-2], rgb_to_y(hr)[..., 2:-2, 2:-2]
-        vals.append(_psnr(y_sr, y_hr))
+        vals.append(psnr(sr, hr, crop=2, y_channel=True))  # 8-bit levels, as quality.py and peers.py score SR
     return [sum(vals) / len(vals)]
 
 
